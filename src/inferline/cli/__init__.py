@@ -1,0 +1,1 @@
+"""The `inferline` command line."""

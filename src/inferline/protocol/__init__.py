@@ -1,0 +1,1 @@
+"""The Open Inference Protocol (V2): types, encodings and content-type codecs. Pure, no I/O."""

@@ -1,0 +1,59 @@
+"""Errors every layer raises, each carrying the HTTP status that the REST adapter answers with.
+
+The gRPC adapter maps the same statuses to gRPC codes (`grpc_code_for`), so one exception
+class means the same thing on both transports.
+"""
+
+
+class InferlineError(Exception):
+    """Base class: a problem with the caller's request, answered with `status`."""
+
+    status = 400
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(InferlineError):
+    """Malformed body, wrong shape or datatype, unknown output: the caller must fix the request."""
+
+    status = 400
+
+
+class InferenceError(InferlineError):
+    """The model itself rejected or failed on a request (its message is passed on)."""
+
+    status = 400
+
+
+class ModelNotFound(InferlineError):
+    status = 404
+
+    def __init__(self, name: str, version: str | None = None, detail: str = ""):
+        what = f"model '{name}'" if not version else f"model '{name}' version '{version}'"
+        super().__init__(f"{what} not found" + (f" ({detail})" if detail else ""))
+        self.name = name
+        self.version = version
+
+
+class PayloadTooLarge(InferlineError):
+    status = 413
+
+
+class InvalidModelURI(InferlineError):
+    """The model's folder or URI cannot be read or holds no loadable model."""
+
+    status = 422
+
+
+class ModelLoadError(InferlineError):
+    """The runtime failed to load a model whose files were found."""
+
+    status = 400
+
+
+class ModelNotReady(InferlineError):
+    """The model exists but cannot answer now (loading, unloading, or failed to load)."""
+
+    status = 503

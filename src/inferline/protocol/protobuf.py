@@ -1,0 +1,180 @@
+"""V2 gRPC messages <-> inferline types.
+
+Tensors travel as `raw_*_contents` (one little-endian buffer per tensor) when the sender uses them,
+as tritonclient does; typed `contents` fields are read too. Responses always use raw contents: it is
+the fastest form and every V2 client reads it.
+"""
+
+from typing import Any
+
+import numpy as np
+
+from inferline.protocol import raw
+from inferline.protocol.datatypes import element_count, numpy_dtype
+from inferline.protocol.errors import BadRequest
+from inferline.protocol.proto import inference_pb2 as pb
+from inferline.protocol.types import (
+    InferenceRequest,
+    InferenceResponse,
+    Parameters,
+    RequestedOutput,
+    Tensor,
+)
+
+# Which InferTensorContents field holds each datatype; FP16 has none and must go raw.
+CONTENTS_FIELD = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+
+_INT64_MAX = 2**63 - 1
+
+
+def parameters_from_proto(parameters) -> Parameters:
+    return {
+        key: getattr(p, p.WhichOneof("parameter_choice"))
+        for key, p in parameters.items()
+        if p.WhichOneof("parameter_choice")
+    }
+
+
+def parameters_to_proto(parameters: Parameters, target) -> None:
+    for key, value in parameters.items():
+        slot = target[key]
+        if isinstance(value, bool):
+            slot.bool_param = value
+        elif isinstance(value, int):
+            if value > _INT64_MAX:
+                slot.uint64_param = value
+            else:
+                slot.int64_param = value
+        elif isinstance(value, float):
+            slot.double_param = value
+        elif isinstance(value, str):
+            slot.string_param = value
+        else:
+            slot.string_param = str(value)
+
+
+def _shape(shape, where: str) -> list[int]:
+    shape = list(shape)
+    if any(d < 0 for d in shape):
+        raise BadRequest(f"{where} has a negative dimension in shape {shape}")
+    return shape
+
+
+def _array_from_contents(contents, datatype: str, shape: list[int], where: str) -> np.ndarray:
+    field = CONTENTS_FIELD.get(datatype)
+    if field is None:
+        numpy_dtype(datatype)  # raises for an unknown datatype
+        raise BadRequest(f"{where} has datatype {datatype}, which can only be sent as raw contents")
+    values = getattr(contents, field)
+    if len(values) != element_count(shape):
+        raise BadRequest(
+            f"{where} has shape {shape} ({element_count(shape)} elements) but its contents hold "
+            f"{len(values)} elements"
+        )
+    if datatype == "BYTES":
+        array = np.empty(len(values), dtype=object)
+        array[:] = list(values)
+    else:
+        array = np.array(values, dtype=numpy_dtype(datatype))
+    return array.reshape(shape)
+
+
+def _tensors_from_proto(messages, raw_contents, what: str) -> list[Tensor]:
+    if raw_contents and len(raw_contents) != len(messages):
+        raise BadRequest(
+            f"{len(raw_contents)} raw contents were sent for {len(messages)} {what}; "
+            "raw contents need exactly one entry per tensor"
+        )
+    tensors = []
+    for index, message in enumerate(messages):
+        where = f"{what[:-1]} '{message.name}'"
+        shape = _shape(message.shape, where)
+        if raw_contents:
+            numpy_dtype(message.datatype)
+            data = raw.tensor_from_bytes(raw_contents[index], message.datatype, shape, message.name)
+        else:
+            data = _array_from_contents(message.contents, message.datatype, shape, where)
+        tensors.append(
+            Tensor(
+                message.name,
+                message.datatype,
+                shape,
+                data,
+                parameters_from_proto(message.parameters),
+            )
+        )
+    return tensors
+
+
+def request_from_proto(message: pb.ModelInferRequest) -> InferenceRequest:
+    outputs = None
+    if message.outputs:
+        outputs = [
+            RequestedOutput(o.name, parameters_from_proto(o.parameters)) for o in message.outputs
+        ]
+    return InferenceRequest(
+        inputs=_tensors_from_proto(message.inputs, message.raw_input_contents, "inputs"),
+        id=message.id or None,
+        parameters=parameters_from_proto(message.parameters),
+        outputs=outputs,
+    )
+
+
+def response_from_proto(message: pb.ModelInferResponse) -> InferenceResponse:
+    return InferenceResponse(
+        model_name=message.model_name,
+        model_version=message.model_version or None,
+        id=message.id or None,
+        parameters=parameters_from_proto(message.parameters),
+        outputs=_tensors_from_proto(message.outputs, message.raw_output_contents, "outputs"),
+    )
+
+
+def _tensors_to_proto(tensors: list[Tensor], messages, raw_contents) -> None:
+    for tensor in tensors:
+        message = messages.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
+        parameters_to_proto(tensor.parameters, message.parameters)
+        raw_contents.append(raw.tensor_to_bytes(tensor.data, tensor.datatype))
+
+
+def response_to_proto(response: InferenceResponse) -> pb.ModelInferResponse:
+    message = pb.ModelInferResponse(
+        model_name=response.model_name,
+        model_version=response.model_version or "",
+        id=response.id or "",
+    )
+    parameters_to_proto(response.parameters, message.parameters)
+    _tensors_to_proto(response.outputs, message.outputs, message.raw_output_contents)
+    return message
+
+
+def request_to_proto(
+    request: InferenceRequest, model_name: str, model_version: str | None = None
+) -> pb.ModelInferRequest:
+    message = pb.ModelInferRequest(
+        model_name=model_name, model_version=model_version or "", id=request.id or ""
+    )
+    parameters_to_proto(request.parameters, message.parameters)
+    _tensors_to_proto(request.inputs, message.inputs, message.raw_input_contents)
+    for output in request.outputs or []:
+        requested = message.outputs.add(name=output.name)
+        parameters_to_proto(output.parameters, requested.parameters)
+    return message
+
+
+def metadata_value(value: Any) -> Any:
+    """Parameters are scalars on the wire; anything else is sent as its string form."""
+    return value if isinstance(value, bool | int | float | str) else str(value)

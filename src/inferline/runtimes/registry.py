@@ -1,0 +1,88 @@
+"""From a settings `implementation` string to a runtime class.
+
+Short names (`sklearn`), our class paths and MLServer's class paths all resolve to our runtimes.
+Any other `module.ClassName` is custom code: `module` is first looked for as `<module>.py` in the
+model's folder (how MLServer finds a `model.py` next to `model-settings.json`), then imported.
+"""
+
+import hashlib
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+
+from inferline.protocol.errors import InvalidModelURI, ModelLoadError
+from inferline.runtimes.base import Runtime
+from inferline.runtimes.settings import ModelSettings
+
+SKLEARN = "inferline.runtimes.sklearn.SKLearnRuntime"
+
+ALIASES = {
+    "sklearn": SKLEARN,
+    "mlserver_sklearn.SKLearnModel": SKLEARN,
+}
+
+# Artifact file names that identify a model folder with no `implementation` set.
+SKLEARN_FILES = ("model.joblib", "model.pkl", "model.pickle")
+
+
+def guess_implementation(folder: Path | None) -> str:
+    if folder is not None and any((folder / f).exists() for f in SKLEARN_FILES):
+        return SKLEARN
+    return ""
+
+
+def runtime_class(settings: ModelSettings) -> type[Runtime]:
+    implementation = settings.implementation or guess_implementation(settings.folder)
+    if not implementation:
+        raise InvalidModelURI(
+            f"model '{settings.name}' names no 'implementation' and its folder holds no file "
+            f"that identifies one (looked for {', '.join(SKLEARN_FILES)})"
+        )
+    implementation = ALIASES.get(implementation, implementation)
+    module_name, _, class_name = implementation.rpartition(".")
+    if not module_name:
+        raise ModelLoadError(
+            f"model '{settings.name}': implementation '{implementation}' must be "
+            "'module.ClassName' or one of: " + ", ".join(sorted(ALIASES))
+        )
+    module = _import(module_name, settings)
+    cls = getattr(module, class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, Runtime)):
+        raise ModelLoadError(
+            f"model '{settings.name}': '{implementation}' is not a subclass of "
+            "inferline.runtimes.Runtime"
+        )
+    return cls
+
+
+def _import(module_name: str, settings: ModelSettings):
+    folder = settings.folder
+    local = folder / (module_name.replace(".", "/") + ".py") if folder else None
+    try:
+        if local is not None and local.exists():
+            return _import_file(local, folder)
+        return importlib.import_module(module_name)
+    except Exception as exc:  # the model's own code may fail in any way while importing
+        raise ModelLoadError(
+            f"model '{settings.name}': cannot import '{module_name}': {type(exc).__name__}: {exc}"
+        ) from None
+
+
+def _import_file(path: Path, folder: Path):
+    # A unique module name per file, so two model folders can each have their own `model.py`.
+    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
+    name = f"inferline_custom_{path.stem}_{digest}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    # Sibling modules in the model folder are importable from the model's code.
+    sys.path.insert(0, str(folder))
+    try:
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    except Exception:
+        sys.modules.pop(name, None)
+        raise
+    finally:
+        sys.path.remove(str(folder))
+    return module

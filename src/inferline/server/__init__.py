@@ -1,0 +1,1 @@
+"""The model server: a transport-agnostic data plane with REST and gRPC adapters."""

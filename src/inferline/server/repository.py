@@ -1,0 +1,53 @@
+"""Finds model folders on disk, as MLServer's schemaless repository does.
+
+Each root given to the server is either a model folder itself or a tree holding model folders; a
+model folder has a `model-settings.json`, or just a model file we recognise (`model.joblib`, ...).
+The tree is scanned again on every look-up, so a folder added while the server runs can be loaded
+through the repository API.
+"""
+
+from pathlib import Path
+
+from inferline.protocol.errors import BadRequest, ModelNotFound
+from inferline.runtimes.registry import guess_implementation
+from inferline.runtimes.settings import SETTINGS_FILE, ModelSettings, read_settings
+
+
+class ModelRepository:
+    def __init__(self, roots: list[Path]):
+        self.roots = [Path(r).resolve() for r in roots]
+
+    def _folders(self) -> list[Path]:
+        folders: list[Path] = []
+        for root in self.roots:
+            folders.extend(sorted(p.parent for p in root.glob(f"**/{SETTINGS_FILE}")))
+            # Folders with a recognised model file but no settings: the root and its children.
+            candidates = [root, *sorted(p for p in root.iterdir() if p.is_dir())]
+            folders.extend(
+                c
+                for c in candidates
+                if guess_implementation(c) and not (c / SETTINGS_FILE).exists()
+            )
+        return folders
+
+    def list(self) -> list[ModelSettings]:
+        """Every model found; raises on the first unreadable settings file."""
+        return [self._settings(folder) for folder in self._folders()]
+
+    def find(self, name: str) -> ModelSettings:
+        errors = []
+        for folder in self._folders():
+            try:
+                settings = self._settings(folder)
+            except BadRequest as exc:
+                errors.append(exc.message)
+                continue
+            if settings.name == name:
+                return settings
+        raise ModelNotFound(name, detail="; ".join(errors))
+
+    @staticmethod
+    def _settings(folder: Path) -> ModelSettings:
+        if (folder / SETTINGS_FILE).exists():
+            return read_settings(folder)
+        return ModelSettings(name=folder.name, folder=folder)
