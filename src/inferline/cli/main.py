@@ -37,21 +37,20 @@ def serve(
     log_level: Annotated[str, typer.Option(help="Logging level.")] = "INFO",
 ) -> None:
     """Serve every model found in MODEL_DIRS over V2 REST and gRPC (like `mlserver start`)."""
-    from inferline.server.serve import ServerConfig, run
+    from inferline.server.serve import ServerConfig, run, serve
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    run(
-        ServerConfig(
-            model_dirs=model_dirs,
-            host=host,
-            http_port=http_port,
-            grpc_port=grpc_port,
-            max_request_size=max_request_size,
-            max_grpc_message_size=max_grpc_message_size,
-        )
+    config = ServerConfig(
+        model_dirs=model_dirs,
+        host=host,
+        http_port=http_port,
+        grpc_port=grpc_port,
+        max_request_size=max_request_size,
+        max_grpc_message_size=max_grpc_message_size,
     )
+    run(serve(config))
 
 
 @app.command()

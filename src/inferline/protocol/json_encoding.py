@@ -75,8 +75,18 @@ def _array_from_json(data: Any, datatype: str, shape: list[int], where: str) -> 
             array = np.asarray(data)
         except ValueError:
             raise BadRequest(f"{where} has ragged nested 'data'") from None
+        if array.dtype.kind == "f" and dtype.kind in "iu" and array.size:
+            # NumPy reads ints >= 2**63 mixed with others as float64; keep them exact.
+            exact = np.asarray(data, dtype=object)
+            if exact.shape == array.shape and all(type(v) is int for v in exact.flat):
+                info = np.iinfo(dtype)
+                if exact.min() < info.min or exact.max() > info.max:
+                    raise BadRequest(f"{where} has values outside the range of {datatype}")
+                array = exact.astype(dtype)
         if array.dtype.kind == "O" and dtype.kind == "f":
             # MLServer's convention: JSON null in a float tensor means NaN.
+            if not all(v is None or isinstance(v, int | float) for v in array.flat):
+                raise BadRequest(f"{where} has datatype {datatype} but non-numeric data")
             try:
                 array = np.asarray(data, dtype=dtype)
             except (TypeError, ValueError):
@@ -135,7 +145,12 @@ def _decode_tensor(doc: Any, binary: memoryview, offset: int, what: str) -> tupl
     parameters = _parameters(doc, where)
     size = parameters.get("binary_data_size")
     if size is not None:
-        if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+        if (
+            not isinstance(size, int)
+            or isinstance(size, bool)
+            or size < 0
+            or offset + size > len(binary)
+        ):
             raise BadRequest(
                 f"{where} has binary_data_size {size!r} but only {len(binary) - offset} bytes "
                 "of binary data remain after the JSON header"

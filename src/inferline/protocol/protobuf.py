@@ -5,8 +5,6 @@ as tritonclient does; typed `contents` fields are read too. Responses always use
 the fastest form and every V2 client reads it.
 """
 
-from typing import Any
-
 import numpy as np
 
 from inferline.protocol import raw
@@ -88,7 +86,10 @@ def _array_from_contents(contents, datatype: str, shape: list[int], where: str) 
         array = np.empty(len(values), dtype=object)
         array[:] = list(values)
     else:
-        array = np.array(values, dtype=numpy_dtype(datatype))
+        try:
+            array = np.array(values, dtype=numpy_dtype(datatype))
+        except OverflowError:  # e.g. 300 in uint_contents for UINT8
+            raise BadRequest(f"{where} has values outside the range of {datatype}") from None
     return array.reshape(shape)
 
 
@@ -173,8 +174,3 @@ def request_to_proto(
         requested = message.outputs.add(name=output.name)
         parameters_to_proto(output.parameters, requested.parameters)
     return message
-
-
-def metadata_value(value: Any) -> Any:
-    """Parameters are scalars on the wire; anything else is sent as its string form."""
-    return value if isinstance(value, bool | int | float | str) else str(value)

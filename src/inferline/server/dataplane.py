@@ -107,7 +107,11 @@ class DataPlane:
     async def load_repository(self) -> None:
         """Load every model found in the repository; failures are kept as UNAVAILABLE."""
         try:
-            for settings in self.repository.list():
+            found, broken = self.repository.scan()
+            for folder, reason in broken:
+                log.error("model folder %s cannot be read: %s", folder, reason)
+                self.mark_unavailable(folder.name, None, reason)
+            for settings in found:
                 try:
                     await self.load_model(settings)
                 except InferlineError as exc:
@@ -135,7 +139,7 @@ class DataPlane:
                 metadata = runtime.metadata()
             except Exception as exc:
                 message = exc.message if isinstance(exc, InferlineError) else f"{exc!r}"
-                if previous is None:
+                if previous is None or previous.runtime is None:
                     versions[version_key] = LoadedModel(
                         settings, None, ModelState.UNAVAILABLE, message
                     )
@@ -146,6 +150,13 @@ class DataPlane:
             versions[version_key] = LoadedModel(settings, runtime, ModelState.READY, "", metadata)
         if previous is not None and previous.runtime is not None:
             await _unload_quietly(previous.runtime)
+
+    def mark_unavailable(self, name: str, version: str | None, reason: str) -> None:
+        """Record a model that could not even be prepared for loading (e.g. a bad URI)."""
+        versions = self._models.setdefault(name, {})
+        if (version or "") not in versions:
+            settings = ModelSettings(name=name, version=version)
+            versions[version or ""] = LoadedModel(settings, None, ModelState.UNAVAILABLE, reason)
 
     async def unload(self, name: str, version: str | None = None) -> None:
         async with self._lock(name):
@@ -165,23 +176,29 @@ class DataPlane:
         for name in list(self._models):
             await self.unload(name)
 
-    def repository_index(self, ready_only: bool = False) -> list[RepositoryModel]:
-        rows = [
+    def loaded_models(self) -> list[RepositoryModel]:
+        """Every model version this server holds, in any state."""
+        return [
             RepositoryModel(name, key or None, model.state.value, model.reason)
             for name, versions in self._models.items()
             for key, model in versions.items()
         ]
+
+    def repository_index(self, ready_only: bool = False) -> list[RepositoryModel]:
+        rows = self.loaded_models()
         if ready_only:
             return [r for r in rows if r.state == ModelState.READY]
         # Models on disk that are not loaded are listed too, as Triton does.
-        try:
-            on_disk = self.repository.list()
-        except InferlineError:
-            on_disk = []
+        found, broken = self.repository.scan()
         rows += [
             RepositoryModel(s.name, s.version, ModelState.UNAVAILABLE.value, "not loaded")
-            for s in on_disk
+            for s in found
             if s.name not in self._models
+        ]
+        rows += [
+            RepositoryModel(folder.name, None, ModelState.UNAVAILABLE.value, reason)
+            for folder, reason in broken
+            if folder.name not in self._models
         ]
         return rows
 

@@ -120,12 +120,20 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 def create_grpc_server(
     dataplane: DataPlane, address: str, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
 ) -> grpc.aio.Server:
+    return bind_grpc_server(dataplane, address, max_message_size)[0]
+
+
+def bind_grpc_server(
+    dataplane: DataPlane, address: str, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+) -> tuple[grpc.aio.Server, int]:
+    """A gRPC server for `dataplane` bound to `address` (port 0: any free port) and its port."""
     options = [
         ("grpc.max_receive_message_length", max_message_size),
         ("grpc.max_send_message_length", max_message_size),
     ]
     server = grpc.aio.server(options=options)
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(dataplane), server)
-    if server.add_insecure_port(address) == 0:
+    port = server.add_insecure_port(address)
+    if port == 0:
         raise OSError(f"cannot listen for gRPC on {address}")
-    return server
+    return server, port

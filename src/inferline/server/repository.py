@@ -8,7 +8,7 @@ through the repository API.
 
 from pathlib import Path
 
-from inferline.protocol.errors import BadRequest, ModelNotFound
+from inferline.protocol.errors import BadRequest, InferlineError, ModelNotFound
 from inferline.runtimes.registry import guess_implementation
 from inferline.runtimes.settings import SETTINGS_FILE, ModelSettings, read_settings
 
@@ -30,21 +30,25 @@ class ModelRepository:
             )
         return folders
 
-    def list(self) -> list[ModelSettings]:
-        """Every model found; raises on the first unreadable settings file."""
-        return [self._settings(folder) for folder in self._folders()]
-
-    def find(self, name: str) -> ModelSettings:
-        errors = []
+    def scan(self) -> tuple[list[ModelSettings], list[tuple[Path, str]]]:
+        """Every model found, and every folder whose settings cannot be read, with the reason."""
+        found, broken = [], []
         for folder in self._folders():
             try:
-                settings = self._settings(folder)
-            except BadRequest as exc:
-                errors.append(exc.message)
-                continue
+                found.append(self._settings(folder))
+            except InferlineError as exc:
+                broken.append((folder, exc.message))
+        return found, broken
+
+    def find(self, name: str) -> ModelSettings:
+        found, broken = self.scan()
+        for settings in found:
             if settings.name == name:
                 return settings
-        raise ModelNotFound(name, detail="; ".join(errors))
+        for folder, reason in broken:
+            if folder.name == name:
+                raise BadRequest(reason)
+        raise ModelNotFound(name)
 
     @staticmethod
     def _settings(folder: Path) -> ModelSettings:

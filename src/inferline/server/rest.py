@@ -109,7 +109,10 @@ class RestApp:
         body = await self._read_body(scope, receive)
         doc = _optional_json(body)
         if rest == ["index"]:
-            rows = self.dataplane.repository_index(ready_only=bool(doc.get("ready", False)))
+            ready = doc.get("ready", False)
+            if not isinstance(ready, bool):
+                raise BadRequest("'ready' must be true or false")
+            rows = self.dataplane.repository_index(ready_only=ready)
             return _json_response([row.to_dict() for row in rows])
         if len(rest) == 3 and rest[0] == "models" and rest[2] in ("load", "unload"):
             if rest[2] == "load":

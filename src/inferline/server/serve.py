@@ -4,13 +4,14 @@ import asyncio
 import contextlib
 import logging
 import signal
-from dataclasses import dataclass
+import socket
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import uvicorn
 
 from inferline.server.dataplane import DataPlane
-from inferline.server.grpc import DEFAULT_MAX_MESSAGE_SIZE, create_grpc_server
+from inferline.server.grpc import DEFAULT_MAX_MESSAGE_SIZE, bind_grpc_server
 from inferline.server.repository import ModelRepository
 from inferline.server.rest import DEFAULT_MAX_REQUEST_SIZE, RestApp
 
@@ -19,8 +20,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ServerConfig:
-    model_dirs: list[Path]
+    model_dirs: list[Path] = field(default_factory=list)
     host: str = "0.0.0.0"
+    # 0 picks a free port; `ModelServer.http_port` / `grpc_port` tell which.
     http_port: int = 8080
     grpc_port: int = 8081
     max_request_size: int = DEFAULT_MAX_REQUEST_SIZE
@@ -28,51 +30,88 @@ class ServerConfig:
 
 
 class _HttpServer(uvicorn.Server):
-    # Signals are handled once for both transports in `serve`, not by uvicorn.
+    # Signals are handled by whoever runs the server, once for every transport.
     def capture_signals(self):
         return contextlib.nullcontext()
 
 
-async def serve(config: ServerConfig) -> None:
-    dataplane = DataPlane(ModelRepository(config.model_dirs))
-    grpc_server = create_grpc_server(
-        dataplane, f"{config.host}:{config.grpc_port}", config.max_grpc_message_size
-    )
-    http_server = _HttpServer(
-        uvicorn.Config(
-            RestApp(dataplane, config.max_request_size),
-            host=config.host,
-            port=config.http_port,
-            http="httptools",
-            lifespan="off",
-            access_log=False,
-            log_level="warning",
+class ModelServer:
+    """The data plane with both transports bound; `start()` returns once both listen."""
+
+    def __init__(self, config: ServerConfig, dataplane: DataPlane | None = None):
+        self.config = config
+        self.dataplane = dataplane or DataPlane(ModelRepository(config.model_dirs))
+        self.http_port = config.http_port
+        self.grpc_port = config.grpc_port
+        self._http: _HttpServer | None = None
+        self._http_task: asyncio.Task | None = None
+        self._grpc = None
+
+    async def start(self) -> None:
+        config = self.config
+        self._grpc, self.grpc_port = bind_grpc_server(
+            self.dataplane, f"{config.host}:{config.grpc_port}", config.max_grpc_message_size
         )
-    )
+        await self._grpc.start()
+        sock = socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((config.host, config.http_port))
+        self.http_port = sock.getsockname()[1]
+        self._http = _HttpServer(
+            uvicorn.Config(
+                RestApp(self.dataplane, config.max_request_size),
+                http="httptools",
+                lifespan="off",
+                access_log=False,
+                log_level="warning",
+            )
+        )
+        self._http_task = asyncio.create_task(self._http.serve(sockets=[sock]))
+        while not self._http.started and not self._http_task.done():
+            await asyncio.sleep(0.01)
+
+    async def wait(self) -> None:
+        """Until the HTTP server stops (after `stop()` or a fatal error)."""
+        await self._http_task
+
+    async def stop(self) -> None:
+        if self._http is not None:
+            self._http.should_exit = True
+            await self._http_task
+        if self._grpc is not None:
+            await self._grpc.stop(grace=2)
+        await self.dataplane.unload_all()
+
+
+def stop_on_signal() -> asyncio.Event:
+    """An event that SIGINT or SIGTERM sets, for a clean shutdown."""
+    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, lambda: setattr(http_server, "should_exit", True))
+        loop.add_signal_handler(sig, stop.set)
+    return stop
 
-    await grpc_server.start()
-    http_task = asyncio.create_task(http_server.serve())
-    # Serve health while the models load, so a supervisor sees the server live but not ready.
-    await dataplane.load_repository()
+
+async def serve(config: ServerConfig) -> None:
+    server = ModelServer(config)
+    stop = stop_on_signal()
+    await server.start()
+    # Health is served while the models load, so a supervisor sees the server live, not ready.
+    await server.dataplane.load_repository()
     log.warning(
         "inferline serving %d model(s): HTTP on %s:%d, gRPC on %s:%d",
-        len(dataplane.repository_index(ready_only=True)),
+        len(server.dataplane.repository_index(ready_only=True)),
         config.host,
-        config.http_port,
+        server.http_port,
         config.host,
-        config.grpc_port,
+        server.grpc_port,
     )
-    try:
-        await http_task
-    finally:
-        await grpc_server.stop(grace=2)
-        await dataplane.unload_all()
+    await stop.wait()
+    await server.stop()
 
 
-def run(config: ServerConfig) -> None:
+def run(main) -> None:
+    """Run a coroutine on uvloop where it is available."""
     try:
         import uvloop
 
@@ -80,4 +119,4 @@ def run(config: ServerConfig) -> None:
     except ImportError:  # Windows has no uvloop
         loop_factory = None
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(serve(config))
+        runner.run(main)
