@@ -7,11 +7,23 @@ from typing import Annotated
 
 import typer
 
+from inferline.cli import resources
+
 app = typer.Typer(
-    help="inferline: serve ML models over the Open Inference Protocol (V2).",
+    help="inferline: serve ML models over the Open Inference Protocol (V2), one machine or many.",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_enable=False,
 )
+
+LogLevel = Annotated[str, typer.Option("--log-level", help="Logging level.")]
+MiB = 1024 * 1024
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
 
 @app.command()
@@ -30,18 +42,16 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",
     max_request_size: Annotated[
         int, typer.Option(help="Largest REST request body in bytes; larger ones get 413.")
-    ] = 100 * 1024 * 1024,
+    ] = 100 * MiB,
     max_grpc_message_size: Annotated[
         int, typer.Option(help="Largest gRPC message in bytes, each way.")
-    ] = 100 * 1024 * 1024,
-    log_level: Annotated[str, typer.Option(help="Logging level.")] = "INFO",
+    ] = 100 * MiB,
+    log_level: LogLevel = "INFO",
 ) -> None:
     """Serve every model found in MODEL_DIRS over V2 REST and gRPC (like `mlserver start`)."""
     from inferline.server.serve import ServerConfig, run, serve
 
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    _logging(log_level)
     config = ServerConfig(
         model_dirs=model_dirs,
         host=host,
@@ -67,3 +77,147 @@ def demo(
         return
     with tempfile.TemporaryDirectory(prefix="inferline-demo-") as tmp:
         run_demo(Path(tmp))
+
+
+@app.command()
+def up(
+    servers: Annotated[int, typer.Option("--servers", help="Model server processes.")] = 1,
+    data_dir: Annotated[Path, typer.Option(help="Where state and logs are kept.")] = Path(
+        ".inferline"
+    ),
+    http_port: Annotated[int, typer.Option(help="The router's REST port.")] = 9000,
+    grpc_port: Annotated[int, typer.Option(help="The router's gRPC port.")] = 9001,
+    scheduler_port: Annotated[int, typer.Option(help="The scheduler's API port.")] = 9004,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    log_level: LogLevel = "WARNING",
+) -> None:
+    """Run everything on this machine: scheduler, router and model servers. Ctrl-C stops it."""
+    from inferline.server.serve import run
+    from inferline.up import UpConfig
+    from inferline.up import up as run_up
+
+    _logging(log_level)
+    config = UpConfig(
+        data_dir=data_dir,
+        servers=servers,
+        host=host,
+        http_port=http_port,
+        grpc_port=grpc_port,
+        scheduler_port=scheduler_port,
+    )
+    run(run_up(config))
+
+
+@app.command()
+def scheduler(
+    port: Annotated[int, typer.Option(help="API port.")] = 9004,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",
+    data_dir: Annotated[Path, typer.Option(help="Where state is kept.")] = Path(".inferline"),
+    log_level: LogLevel = "INFO",
+) -> None:
+    """Run the scheduler alone (for many machines)."""
+    from inferline.scheduler.serve import SchedulerService
+    from inferline.server.serve import run, stop_on_signal
+
+    _logging(log_level)
+
+    async def main() -> None:
+        stop = stop_on_signal()
+        service = SchedulerService(data_dir, host, port)
+        await service.start()
+        logging.getLogger("inferline").warning("scheduler on %s:%d", host, service.port)
+        await stop.wait()
+        await service.stop()
+
+    run(main())
+
+
+@app.command()
+def router(
+    scheduler_address: Annotated[
+        str, typer.Option("--scheduler", help="Scheduler host:port.")
+    ] = "127.0.0.1:9004",
+    http_port: Annotated[int, typer.Option(help="REST port.")] = 9000,
+    grpc_port: Annotated[int, typer.Option(help="gRPC port.")] = 9001,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",
+    timeout: Annotated[float, typer.Option(help="Default seconds per inference call.")] = 60.0,
+    log_level: LogLevel = "INFO",
+) -> None:
+    """Run a router alone, following a scheduler's routes (for many machines)."""
+    from inferline.router.app import Router, RouterConfig
+    from inferline.router.table import HttpRouteSource
+    from inferline.server.serve import run, stop_on_signal
+
+    _logging(log_level)
+
+    async def main() -> None:
+        stop = stop_on_signal()
+        config = RouterConfig(host=host, http_port=http_port, grpc_port=grpc_port, timeout=timeout)
+        instance = Router(config, HttpRouteSource(scheduler_address))
+        await instance.start()
+        logging.getLogger("inferline").warning(
+            "router: REST %s:%d, gRPC %s:%d", host, instance.http_port, host, instance.grpc_port
+        )
+        await stop.wait()
+        await instance.stop()
+
+    run(main())
+
+
+server_app = typer.Typer(
+    help="Run a model server under a scheduler, or list and inspect servers.",
+    invoke_without_command=True,
+)
+
+
+@server_app.callback()
+def server(
+    ctx: typer.Context,
+    scheduler_address: Annotated[
+        str, typer.Option("--scheduler", help="Scheduler host:port to register with.")
+    ] = "127.0.0.1:9004",
+    name: Annotated[str, typer.Option(help="Server name (replicas share it).")] = "mlserver",
+    replica: Annotated[int, typer.Option(help="This process's replica index.")] = 0,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    advertise_host: Annotated[
+        str | None, typer.Option(help="Address others reach this server on.")
+    ] = None,
+    http_port: Annotated[int, typer.Option(help="REST port (0: any free port).")] = 0,
+    grpc_port: Annotated[int, typer.Option(help="gRPC port (0: any free port).")] = 0,
+    capabilities: Annotated[
+        str | None, typer.Option(help="Comma-separated capabilities (default: what is installed).")
+    ] = None,
+    memory: Annotated[int, typer.Option(help="Bytes of model memory offered (0: all RAM).")] = 0,
+    overcommit: Annotated[int, typer.Option(help="Memory overcommit percentage.")] = 10,
+    log_level: LogLevel = "INFO",
+) -> None:
+    """Without a sub-command: run a model server that takes its models from a scheduler."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from inferline.agent.serve import DEFAULT_CAPABILITIES, NodeConfig, serve_node
+    from inferline.server.serve import ServerConfig, run
+
+    _logging(log_level)
+    config = NodeConfig(
+        scheduler=scheduler_address,
+        server_name=name,
+        replica=replica,
+        capabilities=capabilities.split(",") if capabilities else list(DEFAULT_CAPABILITIES),
+        memory=memory,
+        overcommit_percentage=overcommit,
+        advertise_host=advertise_host,
+        server=ServerConfig(host=host, http_port=http_port, grpc_port=grpc_port),
+    )
+    run(serve_node(config))
+
+
+server_app.command("list")(resources.server_list)
+server_app.command("status")(resources.server_status)
+
+app.command("load")(resources.load)
+app.command("unload")(resources.unload)
+app.command("status")(resources.status)
+app.add_typer(resources.model_app, name="model")
+app.add_typer(server_app, name="server")
+app.add_typer(resources.stored_group("pipeline"), name="pipeline")
+app.add_typer(resources.stored_group("experiment"), name="experiment")

@@ -1,0 +1,1 @@
+"""The agent: lives in each server process, and loads what the scheduler places there."""

@@ -1,0 +1,66 @@
+"""A server process under a scheduler: the model server plus its agent, on one event loop."""
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass, field
+
+from inferline.agent.agent import Agent, AgentIdentity
+from inferline.server.serve import ModelServer, ServerConfig, stop_on_signal
+
+log = logging.getLogger(__name__)
+
+# What this server can run today; models whose requirements are not all here go elsewhere.
+DEFAULT_CAPABILITIES = ["inferline", "mlserver", "python", "sklearn"]
+
+
+def physical_memory() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+@dataclass
+class NodeConfig:
+    scheduler: str
+    server_name: str = "mlserver"
+    replica: int = 0
+    capabilities: list[str] = field(default_factory=lambda: list(DEFAULT_CAPABILITIES))
+    memory: int = 0  # bytes; 0 means the machine's physical memory
+    overcommit_percentage: int = 10
+    # The host other components use to reach this server (defaults to the listen host).
+    advertise_host: str | None = None
+    server: ServerConfig = field(
+        default_factory=lambda: ServerConfig(host="127.0.0.1", http_port=0, grpc_port=0)
+    )
+
+
+async def serve_node(config: NodeConfig) -> None:
+    stop = stop_on_signal()
+    server = ModelServer(config.server)
+    await server.start()
+    host = config.advertise_host or config.server.host
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1"
+    identity = AgentIdentity(
+        server=config.server_name,
+        replica=config.replica,
+        http=f"{host}:{server.http_port}",
+        grpc=f"{host}:{server.grpc_port}",
+        capabilities=config.capabilities,
+        memory=config.memory or physical_memory(),
+        overcommit_percentage=config.overcommit_percentage,
+    )
+    # No model folders of its own: what this server holds is the scheduler's business.
+    await server.dataplane.load_repository()
+    agent = Agent(server.dataplane, config.scheduler, identity)
+    agent_task = asyncio.create_task(agent.run())
+    log.warning(
+        "server %s replica %d: HTTP %s, gRPC %s, scheduler %s",
+        config.server_name,
+        config.replica,
+        identity.http,
+        identity.grpc,
+        config.scheduler,
+    )
+    await stop.wait()
+    agent_task.cancel()
+    await server.stop()

@@ -1,0 +1,50 @@
+"""From a Model resource's spec to the settings the server loads it with.
+
+The artifact folder may hold MLServer's `model-settings.json` (its runtime and metadata are kept);
+otherwise the runtime comes from the model's `requirements` / `modelType` tags, or from the files
+in the folder. The name becomes the internal `<model>_<version>` and the spec's `parameters` go
+into `parameters.extra`, as Seldon Core 2's agent writes them.
+"""
+
+from pathlib import Path
+from typing import Any
+
+from inferline.runtimes.registry import SKLEARN
+from inferline.runtimes.settings import SETTINGS_FILE, ModelSettings, read_settings
+from inferline.storage import fetch
+
+# Capability tags that name one runtime.
+RUNTIME_TAGS = {"sklearn": SKLEARN}
+
+
+def settings_from_spec(name: str, version: int, spec: dict[str, Any]) -> ModelSettings:
+    path = fetch(spec["storageUri"])
+    if path.is_dir():
+        path = _version_folder(path, spec.get("artifactVersion"))
+    if path.is_dir() and (path / SETTINGS_FILE).exists():
+        settings = read_settings(path)
+    elif path.is_dir():
+        settings = ModelSettings(name=name, folder=path)
+    else:
+        settings = ModelSettings(name=name, folder=path.parent, uri=str(path))
+    settings.name = name
+    settings.version = str(version)
+    settings.versions = []
+    if not settings.implementation:
+        tags = [*spec.get("requirements", []), spec.get("modelType") or ""]
+        settings.implementation = next((RUNTIME_TAGS[t] for t in tags if t in RUNTIME_TAGS), "")
+    settings.extra = {
+        **settings.extra,
+        **{p["name"]: p["value"] for p in spec.get("parameters", [])},
+    }
+    return settings
+
+
+def _version_folder(path: Path, artifact_version: int | None) -> Path:
+    """MLServer's rule: a top-level settings file wins, else the asked or the highest version."""
+    if artifact_version is not None:
+        return path / str(artifact_version) if (path / str(artifact_version)).is_dir() else path
+    if (path / SETTINGS_FILE).exists():
+        return path
+    numbered = [p for p in path.iterdir() if p.is_dir() and p.name.isdigit()]
+    return max(numbered, key=lambda p: int(p.name)) if numbered else path

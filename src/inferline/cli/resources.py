@@ -1,0 +1,360 @@
+"""Resource commands: `load` / `unload` / `status -f FILE`, and the `model`, `server`,
+`pipeline` and `experiment` groups, as Seldon's CLI has them."""
+
+from typing import Annotated
+
+import orjson
+import typer
+import yaml
+
+from inferline.cli import output
+from inferline.cli.client import (
+    CLIError,
+    SchedulerClient,
+    infer_grpc_host,
+    infer_host,
+    read_file,
+    scheduler_host,
+)
+from inferline.cli.infer import InferOptions, Inferrer, run_loop
+
+SchedulerHost = Annotated[
+    str | None,
+    typer.Option("--scheduler-host", help="Scheduler host:port [env INFERLINE_SCHEDULER_HOST]."),
+]
+FileOption = Annotated[str, typer.Option("-f", "--file", help="A (multi-document) YAML file.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+WaitFor = Annotated[
+    str | None,
+    typer.Option("-w", "--wait", help="Wait until the state is this, e.g. ModelAvailable."),
+]
+Timeout = Annotated[float, typer.Option("-t", "--timeout", help="Seconds to wait with -w.")]
+
+
+def fail(message: str) -> None:
+    output.errors.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(1)
+
+
+def client(host: str | None) -> SchedulerClient:
+    return SchedulerClient(scheduler_host(host))
+
+
+def _names_in(text: str) -> list[tuple[str, str]]:
+    try:
+        documents = [d for d in yaml.safe_load_all(text) if d]
+    except yaml.YAMLError as exc:
+        raise CLIError(f"invalid YAML: {exc}".splitlines()[0]) from None
+    return [
+        (str(d.get("kind", "")), str((d.get("metadata") or {}).get("name", "")))
+        for d in documents
+        if isinstance(d, dict)
+    ]
+
+
+def _print_results(results: list[dict[str, str]]) -> None:
+    for r in results:
+        output.console.print(f"{r['kind'].lower()}/{r['name']} {r['result']}", highlight=False)
+
+
+# --- top level: load / unload / status ---------------------------------------------------------
+
+
+def load(file: FileOption, scheduler_host: SchedulerHost = None) -> None:
+    """Apply every resource in FILE (create or update)."""
+    try:
+        _print_results(client(scheduler_host).apply(read_file(file)))
+    except CLIError as exc:
+        fail(str(exc))
+
+
+def unload(file: FileOption, scheduler_host: SchedulerHost = None) -> None:
+    """Delete every resource named in FILE."""
+    try:
+        _print_results(client(scheduler_host).delete_all(read_file(file)))
+    except CLIError as exc:
+        fail(str(exc))
+
+
+_READY = {"Model": "ModelAvailable"}
+
+
+def status(
+    file: FileOption,
+    wait: Annotated[bool, typer.Option("-w", "--wait", help="Wait until all are ready.")] = False,
+    timeout: Timeout = 60.0,
+    scheduler_host: SchedulerHost = None,
+    as_json: AsJson = False,
+) -> None:
+    """Status of every resource in FILE; with -w, wait until every model is available."""
+    try:
+        api = client(scheduler_host)
+        statuses = []
+        for kind, name in _names_in(read_file(file)):
+            plural = f"{kind.lower()}s"
+            if wait and kind in _READY:
+                statuses.append((kind, api.wait_for(plural, name, _READY[kind], timeout)))
+            else:
+                statuses.append((kind, api.status(plural, name)))
+    except CLIError as exc:
+        fail(str(exc))
+    if as_json:
+        output.print_json([s for _, s in statuses])
+        return
+    rows = []
+    for kind, s in statuses:
+        name = s.get("modelName") or s.get("serverName") or s.get("name")
+        state = s.get("state", f"{s.get('availableReplicas', 0)} replicas")
+        rows.append([kind, name, state, s.get("reason", "")])
+    output.print_table(None, ["kind", "name", "state", "reason"], rows)
+
+
+# --- model -------------------------------------------------------------------------------------
+
+model_app = typer.Typer(help="Load, inspect and call models.", no_args_is_help=True)
+
+
+@model_app.command("load")
+def model_load(file: FileOption, scheduler_host: SchedulerHost = None) -> None:
+    """Load (create or update) the Model(s) in FILE."""
+    load(file, scheduler_host)
+
+
+@model_app.command("unload")
+def model_unload(
+    name: Annotated[str | None, typer.Argument(help="Model name.")] = None,
+    file: Annotated[str | None, typer.Option("-f", "--file")] = None,
+    scheduler_host: SchedulerHost = None,
+) -> None:
+    """Unload a model by name, or the Model(s) in FILE."""
+    try:
+        if file:
+            _print_results(client(scheduler_host).delete_all(read_file(file)))
+        elif name:
+            _print_results([client(scheduler_host).delete("models", name)])
+        else:
+            raise CLIError("give a model name or -f FILE")
+    except CLIError as exc:
+        fail(str(exc))
+
+
+@model_app.command("status")
+def model_status(
+    name: str,
+    wait: WaitFor = None,
+    timeout: Timeout = 5.0,
+    scheduler_host: SchedulerHost = None,
+    as_json: AsJson = False,
+) -> None:
+    """A model's status; with -w STATE, wait until its latest version is in STATE."""
+    try:
+        api = client(scheduler_host)
+        result = api.wait_for("models", name, wait, timeout) if wait else api.status("models", name)
+    except CLIError as exc:
+        fail(str(exc))
+    if as_json:
+        output.print_json(result)
+        return
+    output.print_table(None, output.MODEL_COLUMNS, output.model_rows([result]))
+    rows = [
+        [v["version"], index, replica["state"], replica["reason"]]
+        for v in result["versions"]
+        for index, replica in v["modelReplicaState"].items()
+    ]
+    if rows:
+        output.print_table("replicas", ["version", "server replica", "state", "reason"], rows)
+
+
+@model_app.command("list")
+def model_list(scheduler_host: SchedulerHost = None, as_json: AsJson = False) -> None:
+    """Every model with its state."""
+    try:
+        statuses = client(scheduler_host).list("models")
+    except CLIError as exc:
+        fail(str(exc))
+    if as_json:
+        output.print_json(statuses)
+    else:
+        output.print_table(None, output.MODEL_COLUMNS, output.model_rows(statuses))
+
+
+def _parse_headers(values: list[str]) -> dict[str, str]:
+    headers = {}
+    for value in values:
+        key, sep, val = value.partition("=")
+        if not sep or not key:
+            raise CLIError(f"--header needs key=value, got '{value}'")
+        headers[key.strip().lower()] = val.strip()
+    return headers
+
+
+def infer_command(kind: str):
+    """`model infer` and (later) `pipeline infer` share everything but the target name."""
+
+    def infer(
+        name: str,
+        payload: Annotated[str | None, typer.Argument(help="A V2 JSON inference request.")] = None,
+        file: Annotated[str | None, typer.Option("-f", "--file", help="Request file.")] = None,
+        inference_mode: Annotated[str, typer.Option("--inference-mode", help="rest or grpc")] = (
+            "rest"
+        ),
+        iterations: Annotated[int, typer.Option("-i", "--iterations")] = 1,
+        seconds: Annotated[float, typer.Option("--seconds", help="Run for this long.")] = 0.0,
+        show_headers: Annotated[bool, typer.Option("--show-headers")] = False,
+        show_request: Annotated[bool, typer.Option("-r", "--show-request")] = False,
+        header: Annotated[list[str] | None, typer.Option("--header", help="key=value")] = None,
+        inference_host: Annotated[
+            str | None,
+            typer.Option("--inference-host", help="REST host:port [INFERLINE_INFER_HOST]"),
+        ] = None,
+        grpc_host: Annotated[
+            str | None,
+            typer.Option(
+                "--grpc-inference-host", help="gRPC host:port [INFERLINE_INFER_GRPC_HOST]"
+            ),
+        ] = None,
+        timeout: Annotated[float, typer.Option("--timeout", help="Seconds per call.")] = 60.0,
+    ) -> None:
+        try:
+            if (payload is None) == (file is None):
+                raise CLIError("give the request as an argument or with -f FILE (not both)")
+            text = payload if payload is not None else read_file(file)
+            target = name if kind == "model" else f"{name}.{kind}"
+            options = InferOptions(
+                target=target,
+                path_name=name,
+                payload=text.encode(),
+                mode=inference_mode,
+                headers=_parse_headers(header or []),
+                timeout=timeout,
+            )
+            inferrer = Inferrer(options, infer_host(inference_host), infer_grpc_host(grpc_host))
+            if show_request:
+                output.print_json(orjson.loads(text))
+            if iterations > 1 or seconds > 0:
+                successes, errors = run_loop(inferrer, iterations, seconds)
+                output.console.print(f"Success: {dict(successes)}", highlight=False)
+                if errors:
+                    output.console.print(f"Errors: {dict(errors)}", highlight=False)
+                if not successes:
+                    raise typer.Exit(1)
+                return
+            result = inferrer.call()
+        except CLIError as exc:
+            fail(str(exc))
+        if show_headers:
+            for key, value in sorted(result.headers.items()):
+                output.console.print(f"{key}: {value}", highlight=False)
+        if result.error:
+            fail(result.error)
+        output.print_json(result.body)
+
+    infer.__doc__ = f"Send a V2 inference request to a {kind} through the router."
+    return infer
+
+
+model_app.command("infer")(infer_command("model"))
+
+
+@model_app.command("metadata")
+def model_metadata(
+    name: str,
+    inference_host: Annotated[str | None, typer.Option("--inference-host")] = None,
+) -> None:
+    """The model's V2 metadata, answered by one of its servers."""
+    import httpx
+
+    from inferline.cli.client import error_message
+
+    host = infer_host(inference_host)
+    try:
+        response = httpx.get(
+            f"http://{host}/v2/models/{name}", headers={"seldon-model": name}, timeout=30
+        )
+    except httpx.TransportError as exc:
+        fail(f"cannot reach the inference endpoint at {host} ({type(exc).__name__})")
+    if response.status_code >= 400:
+        fail(error_message(response))
+    output.print_json(response.json())
+
+
+# --- server ------------------------------------------------------------------------------------
+
+
+def server_list(scheduler_host: SchedulerHost = None, as_json: AsJson = False) -> None:
+    """Every server with its connected replicas and loaded models."""
+    try:
+        statuses = client(scheduler_host).list("servers")
+    except CLIError as exc:
+        fail(str(exc))
+    if as_json:
+        output.print_json(statuses)
+    else:
+        output.print_table(None, output.SERVER_COLUMNS, output.server_rows(statuses))
+
+
+def server_status(name: str, scheduler_host: SchedulerHost = None, as_json: AsJson = False) -> None:
+    """One server's replicas: addresses, memory, loaded models."""
+    try:
+        result = client(scheduler_host).status("servers", name)
+    except CLIError as exc:
+        fail(str(exc))
+    if as_json:
+        output.print_json(result)
+        return
+    output.print_table(None, output.SERVER_COLUMNS, output.server_rows([result]))
+    output.print_table(
+        "replicas",
+        ["replica", "http", "grpc", "pid", "memory", "models"],
+        [
+            [
+                r["replica"],
+                r["http"],
+                r["grpc"],
+                r["pid"],
+                r["memory"],
+                ", ".join(r["loadedModels"]),
+            ]
+            for r in result["replicas"]
+        ],
+    )
+
+
+# --- pipeline and experiment: stored and validated now, run in a later release ------------------
+
+
+def stored_group(kind: str) -> typer.Typer:
+    plural = f"{kind}s"
+    group = typer.Typer(help=f"Load, unload and list {plural}.", no_args_is_help=True)
+
+    @group.command("load", help=f"Load the {kind}(s) in FILE.")
+    def load_kind(file: FileOption, scheduler_host: SchedulerHost = None) -> None:
+        load(file, scheduler_host)
+
+    @group.command("unload", help=f"Unload a {kind} by name.")
+    def unload_kind(name: str, scheduler_host: SchedulerHost = None) -> None:
+        try:
+            _print_results([client(scheduler_host).delete(plural, name)])
+        except CLIError as exc:
+            fail(str(exc))
+
+    @group.command("status", help=f"A {kind}'s status.")
+    def status_kind(name: str, scheduler_host: SchedulerHost = None) -> None:
+        try:
+            output.print_json(client(scheduler_host).status(plural, name))
+        except CLIError as exc:
+            fail(str(exc))
+
+    @group.command("list", help=f"Every {kind}.")
+    def list_kind(scheduler_host: SchedulerHost = None) -> None:
+        try:
+            statuses = client(scheduler_host).list(plural)
+        except CLIError as exc:
+            fail(str(exc))
+        output.print_table(
+            None,
+            [kind, "state", "reason"],
+            [[s["name"], s["state"], s["reason"]] for s in statuses],
+        )
+
+    return group

@@ -1,0 +1,122 @@
+"""`inferline up`: the whole platform on one machine.
+
+One core process (this one) holds the scheduler and the router; model servers run as child
+processes, so one can die and come back while the rest keeps serving. A server that exits is
+started again after a short pause; its models have by then been placed on the others.
+"""
+
+import asyncio
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from inferline.agent.serve import physical_memory
+from inferline.router.app import Router, RouterConfig
+from inferline.scheduler.serve import SchedulerService
+from inferline.server.serve import stop_on_signal
+
+log = logging.getLogger(__name__)
+
+RESTART_DELAY = 1.0
+
+
+@dataclass
+class UpConfig:
+    data_dir: Path = Path(".inferline")
+    servers: int = 1
+    host: str = "127.0.0.1"
+    http_port: int = 9000
+    grpc_port: int = 9001
+    scheduler_port: int = 9004
+    server_name: str = "mlserver"
+
+
+class ServerSupervisor:
+    """Keeps `count` server processes running, each a replica of one Server."""
+
+    def __init__(self, config: UpConfig, scheduler_address: str):
+        self.config = config
+        self.scheduler_address = scheduler_address
+        self.processes: dict[int, asyncio.subprocess.Process] = {}
+        self._watchers: list[asyncio.Task] = []
+        self._stopping = False
+        self.log_dir = config.data_dir / "logs"
+
+    async def start(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for replica in range(self.config.servers):
+            self._watchers.append(asyncio.create_task(self._keep_running(replica)))
+
+    async def _spawn(self, replica: int) -> asyncio.subprocess.Process:
+        memory = physical_memory() // max(self.config.servers, 1)
+        command = [
+            sys.executable, "-m", "inferline", "server",
+            "--scheduler", self.scheduler_address,
+            "--name", self.config.server_name,
+            "--replica", str(replica),
+            "--host", self.config.host,
+            "--memory", str(memory),
+        ]  # fmt: skip
+        log_file = (self.log_dir / f"{self.config.server_name}-{replica}.log").open("ab")
+        process = await asyncio.create_subprocess_exec(
+            *command, stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file
+        )
+        log_file.close()
+        self.processes[replica] = process
+        return process
+
+    async def _keep_running(self, replica: int) -> None:
+        while not self._stopping:
+            process = await self._spawn(replica)
+            code = await process.wait()
+            if self._stopping:
+                return
+            log.warning(
+                "server %s-%d exited with code %s; starting it again",
+                self.config.server_name, replica, code,
+            )  # fmt: skip
+            await asyncio.sleep(RESTART_DELAY)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for process in self.processes.values():
+            if process.returncode is None:
+                process.terminate()
+        for process in self.processes.values():
+            try:
+                await asyncio.wait_for(process.wait(), 10)
+            except TimeoutError:
+                process.kill()
+        for watcher in self._watchers:
+            watcher.cancel()
+        await asyncio.gather(*self._watchers, return_exceptions=True)
+
+
+async def up(config: UpConfig, started: asyncio.Event | None = None) -> None:
+    stop = stop_on_signal()
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    scheduler = SchedulerService(config.data_dir, config.host, config.scheduler_port)
+    await scheduler.start()
+    router = Router(
+        RouterConfig(host=config.host, http_port=config.http_port, grpc_port=config.grpc_port),
+        scheduler.scheduler,
+    )
+    await router.start()
+    supervisor = ServerSupervisor(config, f"{config.host}:{scheduler.port}")
+    await supervisor.start()
+    print(
+        f"inferline is up: REST {config.host}:{router.http_port}, gRPC {config.host}:"
+        f"{router.grpc_port}, scheduler {config.host}:{scheduler.port}; "
+        f"{config.servers} server(s); data in {config.data_dir.resolve()}",
+        flush=True,
+    )
+    if started is not None:
+        started.set()
+    try:
+        await stop.wait()
+    finally:
+        print("stopping inferline...", flush=True)
+        await supervisor.stop()
+        await router.stop()
+        await scheduler.stop()
