@@ -1,8 +1,13 @@
-"""The iris demo: trains a small scikit-learn model into an MLServer-style folder, serves it with
-`inferline serve` as a separate process, and prints a prediction made over V2 REST."""
+"""`inferline demo`: the platform end to end on this machine, with nothing to prepare.
+
+It trains the iris example into a temporary folder, runs `inferline up` as a separate process,
+loads a Seldon Core 2 Model resource, waits for it, sends a V2 request through the router and
+prints the answer, then stops everything. Each step prints the CLI command that does the same.
+"""
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -15,6 +20,17 @@ IRIS_SETTINGS = {
     "name": "iris",
     "implementation": "mlserver_sklearn.SKLearnModel",
     "parameters": {"uri": "./model.joblib", "version": "v0.1.0"},
+}
+
+IRIS_REQUEST = {
+    "inputs": [
+        {
+            "name": "predict",
+            "shape": [2, 4],
+            "datatype": "FP32",
+            "data": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]],
+        }
+    ]
 }
 
 
@@ -38,12 +54,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_until_ready(http_port: int, process: subprocess.Popen, timeout: float = 30.0) -> None:
-    url = f"http://127.0.0.1:{http_port}/v2/health/ready"
+def wait_for_http(url: str, process: subprocess.Popen, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"inferline serve exited with code {process.returncode}")
+            raise RuntimeError(f"{process.args[3]} exited with code {process.returncode}")
         try:
             with urllib.request.urlopen(url, timeout=1) as answer:
                 if answer.status == 200:
@@ -51,41 +66,68 @@ def wait_until_ready(http_port: int, process: subprocess.Popen, timeout: float =
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             pass
         time.sleep(0.1)
-    raise TimeoutError(f"inferline serve was not ready after {timeout:.0f} s")
+    raise TimeoutError(f"{url} did not answer within {timeout:.0f} s")
+
+
+def wait_until_ready(http_port: int, process: subprocess.Popen, timeout: float = 30.0) -> None:
+    wait_for_http(f"http://127.0.0.1:{http_port}/v2/health/ready", process, timeout)
+
+
+def _call(method: str, url: str, body: bytes | None = None, headers: dict | None = None):
+    request = urllib.request.Request(url, body, headers or {}, method=method)
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return json.loads(answer.read()), dict(answer.headers)
 
 
 def run_demo(workdir: Path) -> dict:
-    folder = train_iris(workdir / "iris")
-    http_port, grpc_port = free_port(), free_port()
+    artifact = train_iris(workdir / "artifacts" / "iris")
+    ports = {"http": free_port(), "grpc": free_port(), "scheduler": free_port()}
     command = [
-        sys.executable, "-m", "inferline", "serve", str(folder),
-        "--http-port", str(http_port), "--grpc-port", str(grpc_port), "--host", "127.0.0.1",
+        sys.executable, "-m", "inferline", "up", "--data-dir", str(workdir / "data"),
+        "--http-port", str(ports["http"]), "--grpc-port", str(ports["grpc"]),
+        "--scheduler-port", str(ports["scheduler"]),
     ]  # fmt: skip
-    print("$", " ".join(["inferline", *command[3:]]))
-    process = subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    print("$ inferline up", " ".join(command[4:]), flush=True)
+    up = subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    scheduler = f"http://127.0.0.1:{ports['scheduler']}"
+    router = f"http://127.0.0.1:{ports['http']}"
     try:
-        wait_until_ready(http_port, process)
-        request = {
-            "id": "demo-1",
-            "inputs": [
-                {
-                    "name": "predict",
-                    "shape": [2, 4],
-                    "datatype": "FP32",
-                    "data": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]],
-                }
-            ],
-        }
-        url = f"http://127.0.0.1:{http_port}/v2/models/iris/infer"
-        print("$ POST", url)
-        print(json.dumps(request))
-        post = urllib.request.Request(
-            url, json.dumps(request).encode(), {"Content-Type": "application/json"}
+        wait_for_http(f"{scheduler}/v1/health", up)
+        model = (
+            "apiVersion: mlops.seldon.io/v1alpha1\nkind: Model\nmetadata:\n  name: iris\n"
+            f"spec:\n  storageUri: {artifact}\n  requirements:\n  - sklearn\n"
         )
-        with urllib.request.urlopen(post, timeout=10) as answer:
-            response = json.loads(answer.read())
-        print(json.dumps(response, indent=2))
+        print("$ inferline load -f iris.yaml", flush=True)
+        print(model, flush=True)
+        results, _ = _call("POST", f"{scheduler}/v1/resources", model.encode())
+        for r in results:
+            print(f"{r['kind'].lower()}/{r['name']} {r['result']}", flush=True)
+
+        print("$ inferline model status iris -w ModelAvailable -t 60", flush=True)
+        deadline = time.monotonic() + 60
+        while True:
+            status, _ = _call("GET", f"{scheduler}/v1/models/iris")
+            if status["state"] == "ModelAvailable" or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        print(f"iris version {status['version']}: {status['state']}", flush=True)
+        if status["state"] != "ModelAvailable":
+            raise RuntimeError(f"iris did not become available: {status['reason']}")
+
+        print(f"$ inferline model infer iris '{json.dumps(IRIS_REQUEST)}' --show-headers")
+        response, headers = _call(
+            "POST",
+            f"{router}/v2/models/iris/infer",
+            json.dumps(IRIS_REQUEST).encode(),
+            {"Content-Type": "application/json"},
+        )
+        for key in ("x-request-id", "x-seldon-route"):
+            print(f"{key}: {headers.get(key, headers.get(key.title(), ''))}")
+        print(json.dumps(response, indent=2), flush=True)
         return response
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        up.send_signal(signal.SIGINT)
+        try:
+            up.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            up.kill()

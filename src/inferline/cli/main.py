@@ -69,7 +69,7 @@ def demo(
         Path | None, typer.Option(help="Where to write the demo model (default: a temp folder).")
     ] = None,
 ) -> None:
-    """Train an iris model, serve it with `inferline serve`, and print a prediction."""
+    """Run the platform end to end: `inferline up`, load a model, call it, stop."""
     from inferline.demo import run_demo
 
     if workdir is not None:
@@ -77,6 +77,19 @@ def demo(
         return
     with tempfile.TemporaryDirectory(prefix="inferline-demo-") as tmp:
         run_demo(Path(tmp))
+
+
+@app.command()
+def examples(
+    folder: Annotated[Path, typer.Option(help="Where to write the artifacts.")] = Path(
+        "examples/artifacts"
+    ),
+) -> None:
+    """Make the artifacts that examples/*.yaml point to (trained here; nothing is downloaded)."""
+    from inferline.examples import build_examples
+
+    for written in build_examples(folder):
+        typer.echo(f"wrote {written}")
 
 
 @app.command()
@@ -92,6 +105,11 @@ def up(
     log_level: LogLevel = "WARNING",
 ) -> None:
     """Run everything on this machine: scheduler, router and model servers. Ctrl-C stops it."""
+    import os
+
+    # Server processes are started by fork+exec; gRPC's fork handlers are not needed for that,
+    # and would warn about gRPC threads on every start.
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
     from inferline.server.serve import run
     from inferline.up import UpConfig
     from inferline.up import up as run_up

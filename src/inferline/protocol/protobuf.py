@@ -1,8 +1,9 @@
 """V2 gRPC messages <-> inferline types.
 
 Tensors travel as `raw_*_contents` (one little-endian buffer per tensor) when the sender uses them,
-as tritonclient does; typed `contents` fields are read too. Responses always use raw contents: it is
-the fastest form and every V2 client reads it.
+as tritonclient does; typed `contents` fields are read too. The server answers in the form the
+request came in: raw for raw (tritonclient reads nothing else), typed for typed (MLServer's and
+Seldon's clients).
 """
 
 import numpy as np
@@ -144,21 +145,29 @@ def response_from_proto(message: pb.ModelInferResponse) -> InferenceResponse:
     )
 
 
-def _tensors_to_proto(tensors: list[Tensor], messages, raw_contents) -> None:
+def _tensors_to_proto(tensors: list[Tensor], messages, raw_contents, use_raw: bool = True) -> None:
+    # Typed contents have no field for FP16: then every tensor goes raw (the two cannot mix).
+    use_raw = use_raw or any(t.datatype not in CONTENTS_FIELD for t in tensors)
     for tensor in tensors:
         message = messages.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
         parameters_to_proto(tensor.parameters, message.parameters)
-        raw_contents.append(raw.tensor_to_bytes(tensor.data, tensor.datatype))
+        if use_raw:
+            raw_contents.append(raw.tensor_to_bytes(tensor.data, tensor.datatype))
+        else:
+            values = getattr(message.contents, CONTENTS_FIELD[tensor.datatype])
+            values.extend(tensor.data.ravel().tolist())
 
 
-def response_to_proto(response: InferenceResponse) -> pb.ModelInferResponse:
+def response_to_proto(response: InferenceResponse, use_raw: bool = True) -> pb.ModelInferResponse:
+    """Encode a response; `use_raw=False` uses typed contents, for callers that sent them (as
+    MLServer's clients do) and may not read raw ones."""
     message = pb.ModelInferResponse(
         model_name=response.model_name,
         model_version=response.model_version or "",
         id=response.id or "",
     )
     parameters_to_proto(response.parameters, message.parameters)
-    _tensors_to_proto(response.outputs, message.outputs, message.raw_output_contents)
+    _tensors_to_proto(response.outputs, message.outputs, message.raw_output_contents, use_raw)
     return message
 
 

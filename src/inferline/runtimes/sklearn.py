@@ -12,7 +12,7 @@ import numpy as np
 
 from inferline.protocol import codecs
 from inferline.protocol.errors import BadRequest, InvalidModelURI, ModelLoadError
-from inferline.protocol.types import InferenceRequest, InferenceResponse, Tensor
+from inferline.protocol.types import InferenceRequest, InferenceResponse
 from inferline.runtimes.base import Runtime
 from inferline.runtimes.registry import SKLEARN_FILES
 
@@ -52,7 +52,8 @@ class SKLearnRuntime(Runtime):
             result = np.asarray(method(features))
             if result.ndim == 1:
                 result = result.reshape(-1, 1)
-            outputs.append(Tensor.from_numpy(name, result))
+            # Marked as NumPy content, as MLServer marks them, so its clients decode alike.
+            outputs.append(codecs.NumpyCodec.encode(name, result))
         return InferenceResponse(model_name=self.name, outputs=outputs)
 
     def _features(self, request: InferenceRequest):

@@ -168,14 +168,17 @@ class AgentSession:
     async def _push_desired(self) -> None:
         sent = None
         generation = -1
-        while True:
-            desired = self.scheduler.desired_models(self.key)
-            if desired != sent:
-                await self.websocket.send_text(
-                    orjson.dumps({"type": "desired", "models": desired}).decode()
-                )
-                sent = desired
-            generation = await self.scheduler.wait_for_generation(generation, MAX_WAIT)
+        try:
+            while True:
+                desired = self.scheduler.desired_models(self.key)
+                if desired != sent:
+                    await self.websocket.send_text(
+                        orjson.dumps({"type": "desired", "models": desired}).decode()
+                    )
+                    sent = desired
+                generation = await self.scheduler.wait_for_generation(generation, MAX_WAIT)
+        except (WebSocketDisconnect, RuntimeError):
+            return  # the receiving side sees the disconnect and cleans up
 
 
 def _replica_from_hello(hello: dict) -> ReplicaState:

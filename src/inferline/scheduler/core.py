@@ -46,6 +46,9 @@ class Scheduler:
         self.replica_grace = replica_grace
         self.started = time.monotonic()
         self.replicas: dict[ReplicaKey, ReplicaState] = {}
+        # Replicas that connected since this scheduler started: once one of them leaves, its
+        # models move at once; the grace is only for replicas known from before a restart.
+        self._seen: set[ReplicaKey] = set()
         self.resources: dict[str, dict[str, Resource]] = {kind: {} for kind in KINDS}
         self.versions: dict[str, list[ModelVersion]] = {}
         self.generation = 0
@@ -161,6 +164,7 @@ class Scheduler:
                 f"server '{replica.key.server}' replica {replica.key.index} is already connected"
             )
         self.replicas[replica.key] = replica
+        self._seen.add(replica.key)
         log.info("server %s replica %d connected", replica.key.server, replica.key.index)
         self._reconcile()
 
@@ -245,7 +249,9 @@ class Scheduler:
         for name in sorted(self.versions):
             versions = self.versions[name]
             for version in self._active_versions(versions):
-                waiting = [k for k in version.assigned if k not in self.replicas]
+                waiting = [
+                    k for k in version.assigned if k not in self.replicas and k not in self._seen
+                ]
                 if waiting and in_grace:
                     continue  # its replicas may still come back with the model loaded
                 placement = place(self._demand(version), self._candidates(version))

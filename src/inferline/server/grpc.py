@@ -93,7 +93,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         response = await self.dataplane.infer(
             request.model_name, _version(request.model_version), infer_request
         )
-        return protobuf.response_to_proto(response)
+        # Answer in the form the caller used: tritonclient reads only raw contents, MLServer's
+        # clients send and read typed ones.
+        use_raw = bool(request.raw_input_contents) or not any(
+            i.HasField("contents") for i in request.inputs
+        )
+        return protobuf.response_to_proto(response, use_raw)
 
     @_translating_errors
     async def RepositoryIndex(self, request, context):

@@ -49,6 +49,7 @@ class RestApp:
         except Exception:
             log.exception("internal error on %s %s", scope["method"], scope["path"])
             status, headers, body = _json_response({"error": "internal server error"}, 500)
+        headers = [*headers, (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 

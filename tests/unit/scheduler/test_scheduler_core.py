@@ -177,3 +177,14 @@ spec:
     assert scheduler.apply(pipeline) == "created"
     assert scheduler.apply(pipeline) == "unchanged"
     assert scheduler.stored_statuses("Pipeline")[0]["name"] == "chain"
+
+
+def test_a_replica_lost_soon_after_start_moves_its_models_at_once(tmp_path):
+    # The reconnect grace is for replicas known from before a restart, not for ones seen leaving.
+    scheduler = Scheduler(SchedulerStore(tmp_path / "s.db"), replica_grace=60)
+    first, second = connect(scheduler, 0), connect(scheduler, 1)
+    scheduler.apply(model())
+    holder, other = (first, second) if scheduler.desired_models(first) else (second, first)
+    report_ready(scheduler, holder)
+    scheduler.disconnect_replica(holder)
+    assert [m["name"] for m in scheduler.desired_models(other)] == ["iris_1"]

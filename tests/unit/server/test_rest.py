@@ -54,6 +54,7 @@ async def test_infer_json_nested_and_flat(client):
         "name": "predict",
         "datatype": "INT64",
         "shape": [1, 1],
+        "parameters": {"content_type": "np"},
         "data": [0],
     }
 

@@ -1,0 +1,280 @@
+"""The router's gRPC edge: `inference.GRPCInferenceService` proxied to a chosen replica.
+
+ModelInfer, ModelReady and ModelMetadata are routed by the `seldon-model` metadata key, else by
+the message's model name (field 1 of each request). Requests and answers stay serialized bytes:
+the name is read and rewritten on the wire (`protowire`), so tensors are never decoded here. Each
+replica gets one cached channel. The router answers the server-level calls itself.
+"""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+import grpc
+
+from inferline.protocol.errors import InferlineError
+from inferline.protocol.proto import inference_pb2 as pb
+from inferline.router.balancer import ConnectFailure
+from inferline.router.core import (
+    SPECIAL_SUFFIXES,
+    ModelRouter,
+    new_request_id,
+    not_served_yet,
+    route_header,
+    special_suffix,
+)
+from inferline.router.protowire import WireError, read_string_field, with_string_field
+from inferline.router.routes import Endpoint, ModelRoute, RouteTable
+
+log = logging.getLogger(__name__)
+
+SERVICE = "inference.GRPCInferenceService"
+DEFAULT_MAX_MESSAGE_SIZE = 100 * 1024 * 1024
+# Field 1 is the model's name in ModelInferRequest, ModelReadyRequest and ModelMetadataRequest.
+_NAME_FIELD = 1
+PROXIED_METHODS = ("ModelInfer", "ModelReady", "ModelMetadata")
+
+GRPC_CODES = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    404: grpc.StatusCode.NOT_FOUND,
+    405: grpc.StatusCode.UNIMPLEMENTED,
+    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    422: grpc.StatusCode.FAILED_PRECONDITION,
+    502: grpc.StatusCode.UNAVAILABLE,
+    503: grpc.StatusCode.UNAVAILABLE,
+    504: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+
+# Caller metadata not passed upstream: transport keys and the ones the router sets itself.
+_NOT_FORWARDED = frozenset(
+    {"user-agent", "content-type", "te", "x-request-id", "seldon-internal-model"}
+)
+
+# Handler for names with a special suffix: (method, serialized request, name, context) -> answer.
+GrpcSpecialHandler = Callable[[str, bytes, str, grpc.aio.ServicerContext], Awaitable[bytes]]
+
+
+def grpc_code_for(status: int) -> grpc.StatusCode:
+    return GRPC_CODES.get(status, grpc.StatusCode.INTERNAL)
+
+
+class UpstreamStatus(Exception):
+    """The replica answered with a non-OK status: passed on to the caller as it is."""
+
+    def __init__(self, error: grpc.aio.AioRpcError):
+        super().__init__(error.details())
+        self.code = error.code()
+        self.details = error.details() or ""
+
+
+async def _not_served_yet(method: str, raw: bytes, name: str, context) -> bytes:
+    raise not_served_yet(name)
+
+
+class RouterGrpcService:
+    def __init__(
+        self,
+        router: ModelRouter,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        special_handlers: dict[str, GrpcSpecialHandler] | None = None,
+    ):
+        self.router = router
+        self.max_message_size = max_message_size
+        self.special_handlers: dict[str, GrpcSpecialHandler] = {
+            suffix: _not_served_yet for suffix in SPECIAL_SUFFIXES
+        }
+        self.special_handlers.update(special_handlers or {})
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._calls: dict[tuple[str, str], grpc.aio.UnaryUnaryMultiCallable] = {}
+        self._channels_generation: int | None = None
+        self._closing: set[asyncio.Task] = set()
+
+    def generic_handler(self) -> grpc.GenericRpcHandler:
+        def own(method, request, response):
+            return grpc.unary_unary_rpc_method_handler(
+                method,
+                request_deserializer=request.FromString,
+                response_serializer=response.SerializeToString,
+            )
+
+        def proxied(name):
+            async def handler(raw: bytes, context) -> bytes:
+                return await self._proxy(name, raw, context)
+
+            # No (de)serializers: requests and answers pass as bytes.
+            return grpc.unary_unary_rpc_method_handler(handler)
+
+        handlers = {
+            "ServerLive": own(self.server_live, pb.ServerLiveRequest, pb.ServerLiveResponse),
+            "ServerReady": own(self.server_ready, pb.ServerReadyRequest, pb.ServerReadyResponse),
+            "ServerMetadata": own(
+                self.server_metadata, pb.ServerMetadataRequest, pb.ServerMetadataResponse
+            ),
+        }
+        handlers.update({name: proxied(name) for name in PROXIED_METHODS})
+        return grpc.method_handlers_generic_handler(SERVICE, handlers)
+
+    # --- answered by the router -------------------------------------------------------------
+
+    async def server_live(self, request, context):
+        return pb.ServerLiveResponse(live=True)
+
+    async def server_ready(self, request, context):
+        return pb.ServerReadyResponse(ready=self.router.ready())
+
+    async def server_metadata(self, request, context):
+        return pb.ServerMetadataResponse(**self.router.server_metadata())
+
+    # --- proxied ------------------------------------------------------------------------------
+
+    async def _proxy(self, method: str, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        metadata = context.invocation_metadata() or ()
+        request_id = _metadata_value(metadata, "x-request-id") or new_request_id()
+        reply = [("x-request-id", request_id)]
+        try:
+            name = _metadata_value(metadata, "seldon-model") or _read_name(raw)
+            suffix = special_suffix(name)
+            if suffix is not None:
+                answer = await self.special_handlers[suffix](method, raw, name, context)
+            else:
+                route = self.router.resolve(name)
+                reply.append(("x-seldon-route", route_header(route)))
+                answer = await self._forward(method, raw, metadata, request_id, route)
+        except InferlineError as exc:
+            await context.send_initial_metadata(reply)
+            await context.abort(grpc_code_for(exc.status), exc.message)
+        except UpstreamStatus as exc:
+            await context.send_initial_metadata(reply)
+            await context.abort(exc.code, exc.details)
+        except Exception:
+            log.exception("internal error in %s", method)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal router error")
+        await context.send_initial_metadata(reply)
+        return answer
+
+    async def _forward(
+        self, method: str, raw: bytes, metadata, request_id: str, route: ModelRoute
+    ) -> bytes:
+        request = with_string_field(raw, _NAME_FIELD, route.internal_name)
+        upstream_metadata = [
+            (key, value)
+            for key, value in metadata
+            if key not in _NOT_FORWARDED and not key.startswith(("grpc-", ":"))
+        ]
+        upstream_metadata += [
+            ("x-request-id", request_id),
+            ("seldon-internal-model", route.internal_name),
+        ]
+        if _metadata_value(metadata, "seldon-model") is None:
+            upstream_metadata.append(("seldon-model", route.name))
+        timeout = self.router.timeout_for(route)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        self._prune_channels(self.router.routes.table)
+
+        async def attempt(endpoint: Endpoint) -> bytes:
+            channel, call = self._call(endpoint.grpc, method)
+            try:
+                # The replica gets the same deadline, so it can drop work nobody waits for.
+                return await call(
+                    request, metadata=upstream_metadata, timeout=max(deadline - loop.time(), 0.01)
+                )
+            except grpc.aio.AioRpcError as exc:
+                code = exc.code()
+                # UNAVAILABLE is both gRPC's "could not connect" and a replica's own answer;
+                # the channel's state tells them apart.
+                if code is grpc.StatusCode.UNAVAILABLE and (
+                    channel.get_state() is not grpc.ChannelConnectivity.READY
+                ):
+                    raise ConnectFailure(
+                        endpoint, f"cannot reach {endpoint.grpc}: {exc.details()}"
+                    ) from None
+                if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+                    raise TimeoutError from None
+                raise UpstreamStatus(exc) from None
+
+        return await self.router.call(route, attempt, timeout)
+
+    # --- channels -----------------------------------------------------------------------------
+
+    def _call(self, address: str, method: str):
+        channel = self._channels.get(address)
+        if channel is None:
+            channel = self._channels[address] = grpc.aio.insecure_channel(
+                address, options=self._channel_options()
+            )
+        call = self._calls.get((address, method))
+        if call is None:
+            call = self._calls[(address, method)] = channel.unary_unary(f"/{SERVICE}/{method}")
+        return channel, call
+
+    def _channel_options(self) -> list[tuple[str, int]]:
+        return [
+            ("grpc.max_receive_message_length", self.max_message_size),
+            ("grpc.max_send_message_length", self.max_message_size),
+            # gRPC's default reconnect back-off grows to 2 minutes, during which a restarted
+            # replica would stay unreachable through this channel; keep it short.
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 1000),
+        ]
+
+    def _prune_channels(self, table: RouteTable) -> None:
+        """Close the channels of replicas the table no longer lists (once per generation)."""
+        if table.generation == self._channels_generation:
+            return
+        self._channels_generation = table.generation
+        live = {e.grpc for route in table.models.values() for e in route.endpoints}
+        for address in [a for a in self._channels if a not in live]:
+            channel = self._channels.pop(address)
+            for key in [k for k in self._calls if k[0] == address]:
+                del self._calls[key]
+            # Calls still running on it get the default timeout to finish.
+            task = asyncio.create_task(channel.close(grace=self.router.default_timeout))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    async def close(self) -> None:
+        channels, self._channels = list(self._channels.values()), {}
+        self._calls.clear()
+        for channel in channels:
+            await channel.close(grace=None)
+        for task in list(self._closing):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def _metadata_value(metadata, key: str) -> str | None:
+    for item_key, value in metadata:
+        if item_key == key:
+            return value
+    return None
+
+
+def _read_name(raw: bytes) -> str:
+    try:
+        name = read_string_field(raw, _NAME_FIELD)
+    except WireError as exc:
+        raise InferlineError(f"request is not a valid protobuf message: {exc}") from None
+    if not name:
+        raise InferlineError("request names no model (set the model name or 'seldon-model')")
+    return name
+
+
+def create_grpc_server(
+    service: RouterGrpcService, address: str, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+) -> tuple[grpc.aio.Server, int]:
+    """A grpc.aio server for `service` listening on `address`; returns it and the bound port
+    (the real one when `address` asks for port 0)."""
+    options = [
+        ("grpc.max_receive_message_length", max_message_size),
+        ("grpc.max_send_message_length", max_message_size),
+    ]
+    server = grpc.aio.server(options=options)
+    server.add_generic_rpc_handlers((service.generic_handler(),))
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"cannot listen for gRPC on {address}")
+    return server, port

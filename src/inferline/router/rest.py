@@ -1,0 +1,262 @@
+"""The router's REST edge: a lean ASGI app proxying V2 model calls to a chosen replica.
+
+Hand-routed like the server's `RestApp`. The model comes from the `seldon-model` header, else from
+the path; the path's model name is rewritten to the route's internal name (`<model>_<version>`)
+and the body goes upstream byte for byte (JSON or binary tensors) over kept-alive connections
+(`upstream.HttpUpstream`). The replica's answer comes back as it was (status, body, content-type,
+inference header), plus `x-request-id` and `x-seldon-route`.
+"""
+
+import logging
+from collections.abc import Awaitable, Callable
+from urllib.parse import quote
+
+import orjson
+
+from inferline.protocol.errors import InferlineError, PayloadTooLarge
+from inferline.router.balancer import ConnectFailure
+from inferline.router.core import (
+    SPECIAL_SUFFIXES,
+    BadGateway,
+    MethodNotAllowed,
+    ModelRouter,
+    NoRoute,
+    new_request_id,
+    not_served_yet,
+    route_header,
+    special_suffix,
+)
+from inferline.router.routes import Endpoint, ModelRoute
+from inferline.router.upstream import (
+    HttpUpstream,
+    UpstreamBroken,
+    UpstreamClosed,
+    UpstreamConnectError,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_REQUEST_SIZE = 100 * 1024 * 1024
+
+_JSON = [(b"content-type", b"application/json")]
+
+# Not forwarded either way: hop-by-hop headers, and those the proxy sets itself.
+_HOP_HEADERS = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"host",
+        b"content-length",
+        # The router answers `100 Continue` itself; the replica gets the whole body at once.
+        b"expect",
+        b"x-request-id",
+    }
+)
+# Set by the router's own HTTP server on the way back.
+_RESPONSE_SKIP = _HOP_HEADERS | {b"date", b"server"}
+
+Response = tuple[int, list[tuple[bytes, bytes]], bytes]
+
+
+class ModelCall:
+    """One model call as parsed from the path and headers, handed to special-name handlers."""
+
+    __slots__ = ("method", "name", "operation", "query", "request_id", "scope", "version")
+
+    def __init__(self, scope, name: str, version: str | None, operation: str, request_id: str):
+        self.scope = scope
+        self.method: str = scope["method"]
+        self.name = name
+        self.version = version
+        self.operation = operation  # "infer", "ready" or "metadata"
+        self.query: bytes = scope.get("query_string", b"")
+        self.request_id = request_id
+
+
+# A handler for names with a special suffix: gets the call and the request body.
+SpecialHandler = Callable[[ModelCall, bytes], Awaitable[Response]]
+
+
+async def _not_served_yet(call: ModelCall, body: bytes) -> Response:
+    raise not_served_yet(call.name)
+
+
+class RouterRestApp:
+    def __init__(
+        self,
+        router: ModelRouter,
+        upstream: HttpUpstream,
+        max_request_size: int = DEFAULT_MAX_REQUEST_SIZE,
+        special_handlers: dict[str, SpecialHandler] | None = None,
+    ):
+        self.router = router
+        self.upstream = upstream
+        self.max_request_size = max_request_size
+        # Suffix -> handler for names that are not models (pipelines, experiments).
+        self.special_handlers: dict[str, SpecialHandler] = {
+            suffix: _not_served_yet for suffix in SPECIAL_SUFFIXES
+        }
+        self.special_handlers.update(special_handlers or {})
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return
+        try:
+            status, headers, body = await self._route(scope, receive)
+        except InferlineError as exc:
+            status, headers, body = _error(exc)
+        except Exception:
+            log.exception("internal error on %s %s", scope["method"], scope["path"])
+            status, headers, body = _json(500, {"error": "internal server error"})
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _route(self, scope, receive) -> Response:
+        parts = scope["path"].strip("/").split("/")
+        if parts[0] != "v2":
+            raise NoRoute(f"no route for {scope['path']}")
+        rest = parts[1:]
+        if rest == [] or rest == [""]:
+            _allow(scope, "GET")
+            return _json(200, self.router.server_metadata())
+        if rest[0] == "health" and len(rest) == 2 and rest[1] in ("live", "ready"):
+            _allow(scope, "GET")
+            ok = True if rest[1] == "live" else self.router.ready()
+            return _json(200 if ok else 503, {rest[1]: ok})
+        if rest[0] in ("models", "pipelines") and len(rest) >= 2:
+            name = rest[1] if rest[0] == "models" else rest[1] + ".pipeline"
+            return await self._model_call(scope, receive, name, rest[2:])
+        raise NoRoute(f"no route for {scope['path']}")
+
+    async def _model_call(self, scope, receive, path_name: str, tail: list[str]) -> Response:
+        request_id = _header(scope, b"x-request-id") or new_request_id()
+        id_header = (b"x-request-id", request_id.encode())
+        try:
+            version = None
+            if len(tail) >= 2 and tail[0] == "versions":
+                version, tail = tail[1], tail[2:]
+            if not tail:
+                operation, method = "metadata", "GET"
+            elif tail == ["ready"]:
+                operation, method = "ready", "GET"
+            elif tail == ["infer"]:
+                operation, method = "infer", "POST"
+            else:
+                raise NoRoute(f"no route for {scope['path']}")
+            _allow(scope, method)
+            # Header beats path, as in Seldon Core 2's Envoy.
+            name = _header(scope, b"seldon-model") or path_name
+            call = ModelCall(scope, name, version, operation, request_id)
+            body = await self._read_body(scope, receive) if method == "POST" else b""
+            suffix = special_suffix(name)
+            if suffix is not None:
+                status, headers, payload = await self.special_handlers[suffix](call, body)
+            else:
+                status, headers, payload = await self._proxy(call, body)
+        except InferlineError as exc:
+            status, headers, payload = _error(exc)
+        headers.append(id_header)
+        return status, headers, payload
+
+    async def _proxy(self, call: ModelCall, body: bytes) -> Response:
+        route = self.router.resolve(call.name)
+        path = _upstream_path(route, call)
+        headers = _upstream_headers(call, route)
+
+        async def attempt(endpoint: Endpoint) -> Response:
+            return await self._send(endpoint, call.method, path, headers, body)
+
+        status, upstream_headers, payload = await self.router.call(route, attempt)
+        upstream_headers.append((b"x-seldon-route", route_header(route).encode()))
+        return status, upstream_headers, payload
+
+    async def _send(
+        self, endpoint: Endpoint, method: str, target: str, headers: list, body: bytes
+    ) -> Response:
+        try:
+            response = await self.upstream.request(endpoint.http, method, target, headers, body)
+        except UpstreamConnectError as exc:
+            raise ConnectFailure(endpoint, str(exc)) from None
+        except UpstreamClosed as exc:
+            # No answer at all (a replica going down): another replica may answer. Not set
+            # aside, as one connection closing says little about the replica.
+            raise ConnectFailure(endpoint, f"{endpoint.http}: {exc}", eject=False) from None
+        except UpstreamBroken as exc:
+            raise BadGateway(
+                f"model replica at {endpoint.http} broke off its answer: {exc}"
+            ) from None
+        response_headers = [(k, v) for k, v in response.headers if k not in _RESPONSE_SKIP]
+        return response.status, response_headers, response.body
+
+    async def _read_body(self, scope, receive) -> bytes:
+        limit = self.max_request_size
+        declared = _header(scope, b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLarge(_too_large(int(declared), limit))
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(_too_large(size, limit, at_least=True))
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _upstream_path(route: ModelRoute, call: ModelCall) -> str:
+    # Segments are quoted again: the ASGI path arrives percent-decoded.
+    path = f"/v2/models/{quote(route.internal_name, safe='')}"
+    if call.version is not None:
+        path += f"/versions/{quote(call.version, safe='')}"
+    if call.operation != "metadata":
+        path += f"/{call.operation}"
+    if call.query:
+        path += "?" + call.query.decode("latin-1")
+    return path
+
+
+def _upstream_headers(call: ModelCall, route: ModelRoute) -> list[tuple[bytes, bytes]]:
+    headers = [(k, v) for k, v in call.scope["headers"] if k not in _HOP_HEADERS]
+    headers.append((b"x-request-id", call.request_id.encode()))
+    # What Seldon's Envoy adds for the agent: the target it chose.
+    headers.append((b"seldon-internal-model", route.internal_name.encode()))
+    return headers
+
+
+def _json(status: int, doc) -> Response:
+    return status, list(_JSON), orjson.dumps(doc)
+
+
+def _error(exc: InferlineError) -> Response:
+    return _json(exc.status, {"error": exc.message})
+
+
+def _too_large(size: int, limit: int, at_least: bool = False) -> str:
+    amount = f"at least {size}" if at_least else f"{size}"
+    return (
+        f"request body of {amount} bytes is over the router's limit of {limit} bytes "
+        "(--max-request-size)"
+    )
+
+
+def _allow(scope, allowed: str) -> None:
+    if scope["method"] != allowed:
+        raise MethodNotAllowed(f"method {scope['method']} not allowed here; use {allowed}")
+
+
+def _header(scope, key: bytes) -> str | None:
+    for header, value in scope["headers"]:
+        if header == key:
+            return value.decode("latin-1")
+    return None
