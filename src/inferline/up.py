@@ -1,8 +1,9 @@
 """`inferline up`: the whole platform on one machine.
 
-One core process (this one) holds the scheduler and the router; model servers run as child
-processes, so one can die and come back while the rest keeps serving. A server that exits is
-started again after a short pause; its models have by then been placed on the others.
+One core process (this one) holds the scheduler, the router, the embedded bus, the dataflow
+engine and the gateways; model servers run as child processes, so one can die and come back
+while the rest keeps serving. A server that exits is started again after a short pause; its
+models have by then been placed on the others.
 """
 
 import asyncio
@@ -12,7 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from inferline.agent.serve import physical_memory
+from inferline.bus.embedded import EmbeddedBus
+from inferline.dataflow.controller import PipelineController
+from inferline.dataflow.engine import DataflowEngine
+from inferline.dataflow.inspect import inspect
+from inferline.dataflow.topics import TopicNames
+from inferline.gateways.model_gateway import RouterCaller
+from inferline.gateways.pipeline_api import PipelineApi
+from inferline.gateways.pipeline_gateway import PipelineGateway
 from inferline.router.app import Router, RouterConfig
+from inferline.router.core import PIPELINE_SUFFIX
 from inferline.scheduler.serve import SchedulerService
 from inferline.server.serve import stop_on_signal
 
@@ -30,6 +40,16 @@ class UpConfig:
     grpc_port: int = 9001
     scheduler_port: int = 9004
     server_name: str = "mlserver"
+    # Kafka client properties (bootstrap.servers and any other); None: the embedded bus.
+    kafka: dict[str, str] | None = None
+
+
+def open_bus(config: UpConfig):
+    if config.kafka is None:
+        return EmbeddedBus(config.data_dir / "bus")
+    from inferline.bus.kafka import KafkaBus
+
+    return KafkaBus(config.kafka)
 
 
 class ServerSupervisor:
@@ -96,15 +116,35 @@ class ServerSupervisor:
 async def up(config: UpConfig, started: asyncio.Event | None = None) -> None:
     stop = stop_on_signal()
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    scheduler = SchedulerService(config.data_dir, config.host, config.scheduler_port)
+    bus = open_bus(config)
+    topics = TopicNames()
+
+    async def inspector(expression: str, request_id: str | None, offset: int) -> list[dict]:
+        pipeline = expression.split(".")[0]
+        steps = scheduler.scheduler.get("Pipeline", pipeline).spec.step_names()
+        return await inspect(bus, topics, pipeline, steps, expression, request_id, offset)
+
+    scheduler = SchedulerService(
+        config.data_dir, config.host, config.scheduler_port, inspector=inspector
+    )
     await scheduler.start()
+    supervisor = ServerSupervisor(config, f"{config.host}:{scheduler.port}")
+    await supervisor.start()
+
+    gateway = PipelineGateway(bus, topics, instance="core")
+    pipelines = PipelineApi(gateway, scheduler.scheduler)
     router = Router(
         RouterConfig(host=config.host, http_port=config.http_port, grpc_port=config.grpc_port),
         scheduler.scheduler,
+        rest_handlers={PIPELINE_SUFFIX: pipelines.rest},
+        grpc_handlers={PIPELINE_SUFFIX: pipelines.grpc},
     )
     await router.start()
-    supervisor = ServerSupervisor(config, f"{config.host}:{scheduler.port}")
-    await supervisor.start()
+    # Steps call their models through the router, as any client does.
+    caller = RouterCaller(f"{config.host}:{router.grpc_port}")
+    engine = DataflowEngine(bus, topics, caller, on_status=scheduler.scheduler.set_pipeline_status)
+    gateway.describe_missing = engine.describe_missing
+    controller = asyncio.create_task(PipelineController(scheduler.scheduler, engine, gateway).run())
     print(
         f"inferline is up: REST {config.host}:{router.http_port}, gRPC {config.host}:"
         f"{router.grpc_port}, scheduler {config.host}:{scheduler.port}; "
@@ -117,6 +157,11 @@ async def up(config: UpConfig, started: asyncio.Event | None = None) -> None:
         await stop.wait()
     finally:
         print("stopping inferline...", flush=True)
+        controller.cancel()
+        await engine.close()
+        await gateway.close()
+        await caller.close()
         await supervisor.stop()
         await router.stop()
+        await bus.close()
         await scheduler.stop()

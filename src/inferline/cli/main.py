@@ -102,9 +102,18 @@ def up(
     grpc_port: Annotated[int, typer.Option(help="The router's gRPC port.")] = 9001,
     scheduler_port: Annotated[int, typer.Option(help="The scheduler's API port.")] = 9004,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    kafka: Annotated[
+        str | None,
+        typer.Option(help="Kafka bootstrap servers: pipelines' topics go there, not embedded."),
+    ] = None,
+    kafka_property: Annotated[
+        list[str] | None,
+        typer.Option(help="A Kafka client property key=value (repeatable): SASL, TLS, ..."),
+    ] = None,
     log_level: LogLevel = "WARNING",
 ) -> None:
-    """Run everything on this machine: scheduler, router and model servers. Ctrl-C stops it."""
+    """Run everything on this machine: scheduler, router, pipelines and model servers.
+    Ctrl-C stops it."""
     import os
 
     # Server processes are started by fork+exec; gRPC's fork handlers are not needed for that,
@@ -115,6 +124,14 @@ def up(
     from inferline.up import up as run_up
 
     _logging(log_level)
+    kafka_config = None
+    if kafka:
+        kafka_config = {"bootstrap.servers": kafka}
+        for item in kafka_property or []:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise typer.BadParameter(f"--kafka-property needs key=value, got '{item}'")
+            kafka_config[key.strip()] = value.strip()
     config = UpConfig(
         data_dir=data_dir,
         servers=servers,
@@ -122,6 +139,7 @@ def up(
         http_port=http_port,
         grpc_port=grpc_port,
         scheduler_port=scheduler_port,
+        kafka=kafka_config,
     )
     run(run_up(config))
 
@@ -237,5 +255,5 @@ app.command("unload")(resources.unload)
 app.command("status")(resources.status)
 app.add_typer(resources.model_app, name="model")
 app.add_typer(server_app, name="server")
-app.add_typer(resources.stored_group("pipeline"), name="pipeline")
+app.add_typer(resources.pipeline_app, name="pipeline")
 app.add_typer(resources.stored_group("experiment"), name="experiment")

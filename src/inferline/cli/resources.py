@@ -320,7 +320,120 @@ def server_status(name: str, scheduler_host: SchedulerHost = None, as_json: AsJs
     )
 
 
-# --- pipeline and experiment: stored and validated now, run in a later release ------------------
+# --- pipeline ----------------------------------------------------------------------------------
+
+pipeline_app = typer.Typer(help="Load, inspect and call pipelines.", no_args_is_help=True)
+
+
+@pipeline_app.command("load")
+def pipeline_load(file: FileOption, scheduler_host: SchedulerHost = None) -> None:
+    """Load the Pipeline(s) in FILE (every load is a new version)."""
+    load(file, scheduler_host)
+
+
+@pipeline_app.command("unload")
+def pipeline_unload(name: str, scheduler_host: SchedulerHost = None) -> None:
+    """Unload a pipeline."""
+    try:
+        _print_results([client(scheduler_host).delete("pipelines", name)])
+    except CLIError as exc:
+        fail(str(exc))
+
+
+PIPELINE_COLUMNS = ["pipeline", "version", "state", "models ready", "reason"]
+
+
+def _pipeline_rows(statuses) -> list[list]:
+    return [
+        [s["pipelineName"], s["version"], s["state"], s["modelsReady"], s["reason"]]
+        for s in statuses
+    ]
+
+
+@pipeline_app.command("status")
+def pipeline_status(
+    name: str,
+    wait: WaitFor = None,
+    timeout: Timeout = 5.0,
+    scheduler_host: SchedulerHost = None,
+    as_json: AsJson = False,
+) -> None:
+    """A pipeline's status; with -w STATE (e.g. PipelineReady), wait for it."""
+    try:
+        api = client(scheduler_host)
+        result = (
+            api.wait_for("pipelines", name, wait, timeout)
+            if wait
+            else api.status("pipelines", name)
+        )
+    except CLIError as exc:
+        fail(str(exc))
+    if as_json:
+        output.print_json(result)
+        return
+    output.print_table(None, PIPELINE_COLUMNS, _pipeline_rows([result]))
+    output.print_table("steps", ["model", "state"], [[m, s] for m, s in result["models"].items()])
+
+
+@pipeline_app.command("list")
+def pipeline_list(scheduler_host: SchedulerHost = None, as_json: AsJson = False) -> None:
+    """Every pipeline with its state."""
+    try:
+        statuses = client(scheduler_host).list("pipelines")
+    except CLIError as exc:
+        fail(str(exc))
+    if as_json:
+        output.print_json(statuses)
+    else:
+        output.print_table(None, PIPELINE_COLUMNS, _pipeline_rows(statuses))
+
+
+pipeline_app.command("infer")(infer_command("pipeline"))
+
+
+@pipeline_app.command("inspect")
+def pipeline_inspect(
+    expression: Annotated[
+        str, typer.Argument(help="P, P.inputs, P.outputs, P.step, P.step.outputs[.tensor] ...")
+    ],
+    request_id: Annotated[
+        str | None, typer.Option("--request-id", help="Only this request (x-request-id).")
+    ] = None,
+    offset: Annotated[int, typer.Option("--offset", help="Last N messages per partition.")] = 1,
+    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Show headers.")] = False,
+    output_format: Annotated[str, typer.Option("--format", help="json or raw")] = "json",
+    scheduler_host: SchedulerHost = None,
+) -> None:
+    """Show what flowed through a pipeline's topics: keys, tensors and (with -v) headers."""
+    try:
+        found = client(scheduler_host)._call(
+            "GET",
+            "/v1/inspect",
+            params={
+                "expression": expression,
+                "offset": offset,
+                **({"requestId": request_id} if request_id else {}),
+            },
+        )
+    except CLIError as exc:
+        fail(str(exc))
+    if output_format == "json":
+        for target in found:
+            for message in target["messages"]:
+                if not verbose:
+                    message.pop("headers", None)
+        output.print_json(found)
+        return
+    for target in found:
+        for message in target["messages"]:
+            body = message.get("payload", message.get("error"))
+            line = f"{target['name']}\t{message['key']}\t{orjson.dumps(body).decode()}"
+            if verbose:
+                line += f"\t{orjson.dumps(message['headers']).decode()}"
+            output.console.print(line, highlight=False, soft_wrap=True)
+
+
+# --- experiment: stored and validated now, run in a later release -------------------------------
 
 
 def stored_group(kind: str) -> typer.Typer:

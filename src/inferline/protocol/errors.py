@@ -10,9 +10,11 @@ class InferlineError(Exception):
 
     status = 400
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, headers: list[tuple[str, str]] | None = None):
         super().__init__(message)
         self.message = message
+        # Response headers (gRPC: initial metadata) that go out with the error.
+        self.headers = headers or []
 
 
 class BadRequest(InferlineError):

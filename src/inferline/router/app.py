@@ -56,8 +56,18 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 class Router:
-    def __init__(self, config: RouterConfig, source: RouteSource):
+    def __init__(
+        self,
+        config: RouterConfig,
+        source: RouteSource,
+        rest_handlers: dict | None = None,
+        grpc_handlers: dict | None = None,
+    ):
+        """`rest_handlers` / `grpc_handlers` map a name suffix (".pipeline") to the handler
+        that answers for such names instead of a model replica."""
         self.config = config
+        self.rest_handlers = rest_handlers
+        self.grpc_handlers = grpc_handlers
         self.follower = RouteFollower(source)
         self.core = ModelRouter(self.follower, Balancer(), config.timeout)
         self.http_port: int | None = None
@@ -81,7 +91,9 @@ class Router:
         config = self.config
         self.follower.start()
         self._upstream = HttpUpstream()
-        self._grpc_service = router_grpc.RouterGrpcService(self.core, config.max_grpc_message_size)
+        self._grpc_service = router_grpc.RouterGrpcService(
+            self.core, config.max_grpc_message_size, self.grpc_handlers
+        )
         self._grpc_server, self.grpc_port = router_grpc.create_grpc_server(
             self._grpc_service, f"{config.host}:{config.grpc_port}", config.max_grpc_message_size
         )
@@ -89,7 +101,9 @@ class Router:
         self.http_port = sock.getsockname()[1]
         self._http_server = _HttpServer(
             uvicorn.Config(
-                RouterRestApp(self.core, self._upstream, config.max_request_size),
+                RouterRestApp(
+                    self.core, self._upstream, config.max_request_size, self.rest_handlers
+                ),
                 http="httptools",
                 lifespan="off",
                 access_log=False,

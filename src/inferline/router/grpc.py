@@ -51,8 +51,17 @@ _NOT_FORWARDED = frozenset(
     {"user-agent", "content-type", "te", "x-request-id", "seldon-internal-model"}
 )
 
-# Handler for names with a special suffix: (method, serialized request, name, context) -> answer.
-GrpcSpecialHandler = Callable[[str, bytes, str, grpc.aio.ServicerContext], Awaitable[bytes]]
+# Handler for names with a special suffix: (method, serialized request, name, context) ->
+# (answer, metadata to send back; an `x-request-id` there replaces the router's).
+GrpcSpecialHandler = Callable[
+    [str, bytes, str, grpc.aio.ServicerContext], Awaitable[tuple[bytes, list[tuple[str, str]]]]
+]
+
+
+def _merge_metadata(reply: list[tuple[str, str]], extra) -> list[tuple[str, str]]:
+    """`extra` wins for the keys it has."""
+    keys = {key for key, _ in extra}
+    return [(k, v) for k, v in reply if k not in keys] + list(extra)
 
 
 def grpc_code_for(status: int) -> grpc.StatusCode:
@@ -68,7 +77,7 @@ class UpstreamStatus(Exception):
         self.details = error.details() or ""
 
 
-async def _not_served_yet(method: str, raw: bytes, name: str, context) -> bytes:
+async def _not_served_yet(method: str, raw: bytes, name: str, context):
     raise not_served_yet(name)
 
 
@@ -136,13 +145,14 @@ class RouterGrpcService:
             name = _metadata_value(metadata, "seldon-model") or _read_name(raw)
             suffix = special_suffix(name)
             if suffix is not None:
-                answer = await self.special_handlers[suffix](method, raw, name, context)
+                answer, extra = await self.special_handlers[suffix](method, raw, name, context)
+                reply = _merge_metadata(reply, extra)
             else:
                 route = self.router.resolve(name)
                 reply.append(("x-seldon-route", route_header(route)))
                 answer = await self._forward(method, raw, metadata, request_id, route)
         except InferlineError as exc:
-            await context.send_initial_metadata(reply)
+            await context.send_initial_metadata(_merge_metadata(reply, exc.headers))
             await context.abort(grpc_code_for(exc.status), exc.message)
         except UpstreamStatus as exc:
             await context.send_initial_metadata(reply)

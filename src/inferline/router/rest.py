@@ -163,7 +163,9 @@ class RouterRestApp:
                 status, headers, payload = await self._proxy(call, body)
         except InferlineError as exc:
             status, headers, payload = _error(exc)
-        headers.append(id_header)
+        # A handler may answer with its own request id (a pipeline's is its message key).
+        if not any(name == b"x-request-id" for name, _ in headers):
+            headers.append(id_header)
         return status, headers, payload
 
     async def _proxy(self, call: ModelCall, body: bytes) -> Response:
@@ -239,7 +241,9 @@ def _json(status: int, doc) -> Response:
 
 
 def _error(exc: InferlineError) -> Response:
-    return _json(exc.status, {"error": exc.message})
+    status, headers, body = _json(exc.status, {"error": exc.message})
+    headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers]
+    return status, headers, body
 
 
 def _too_large(size: int, limit: int, at_least: bool = False) -> str:

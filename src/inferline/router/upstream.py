@@ -1,9 +1,25 @@
 """A lean keep-alive HTTP/1.1 client for the router's calls to replicas (asyncio + httptools).
 
-Why not httpx: measured here, httpx.AsyncClient falls from about 1,200 requests/s with one
-caller to about 240 with 32 concurrent callers against the same replica (encode/httpx#3215), and
-put the router at 535 requests/s in front of a replica serving 16,000. This client does only
-what the proxy needs: one request, the whole answer in memory, connections kept per replica.
+It does only what the proxy needs: one request, the whole answer in memory, connections kept per
+replica. A well-kept library would be preferred, but both candidates were measured slower here.
+httpx.AsyncClient put the router at 535 requests/s in front of a replica serving 16,000, falling
+from about 1,200 requests/s with one caller to 240 with 32 (encode/httpx#3215). aiohttp's
+`ClientSession` (`AiohttpUpstream` in the benchmark, same interface and failure classes) halves
+the router's throughput under load: alone (one-off, one process calling the replica) it takes
+95-250 us of CPU per call, this client 25-65 us. Measured with
+
+    python benchmarks/router_overhead.py
+
+(echo model; 3 rounds x 2 s per cell, order rotating; 4 runs on a shared 2-core machine; the
+range of the runs' medians; the last column paired per round):
+
+                   direct        router+handwritten  router+aiohttp  aiohttp/handwritten
+    c=1   req/s    2060-5040     1410-2020           730-1410        0.64-0.67
+          p50 us   179-236       446-569             692-895         +237 to +326 us
+    c=8   req/s    5290-10550    2120-4510           1320-2470       0.56-0.60
+          p50 us   626-1328      1576-3214           2830-5676       +1.1 to +2.9 ms
+    c=32  req/s    6660-13660    2810-6800           1560-3270       0.52-0.58
+          p50 us   2114-4723     4221-9906           9293-18306      +4.7 to +8.6 ms
 
 Failures are told apart so the balancer can act on them: `UpstreamConnectError` (nothing is
 listening: try another replica, set this one aside), `UpstreamClosed` (the connection closed

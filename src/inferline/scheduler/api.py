@@ -11,6 +11,7 @@ WS     /v1/agents                    agents: hello + model reports in, desired m
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 import orjson
 from starlette.applications import Starlette
@@ -46,7 +47,11 @@ class NotFoundRoute(InferlineError):
     status = 404
 
 
-def create_scheduler_app(scheduler: Scheduler) -> Starlette:
+# (expression, request id, offset) -> per topic, the messages found; see dataflow.inspect.
+Inspector = Callable[[str, str | None, int], Awaitable[list[dict]]]
+
+
+def create_scheduler_app(scheduler: Scheduler, inspector: Inspector | None = None) -> Starlette:
     async def health(request: Request) -> Response:
         return _json({"ok": True, "generation": scheduler.generation})
 
@@ -71,6 +76,8 @@ def create_scheduler_app(scheduler: Scheduler) -> Starlette:
             return _json(scheduler.model_statuses())
         if kind == "Server":
             return _json(scheduler.server_statuses())
+        if kind == "Pipeline":
+            return _json(scheduler.pipeline_statuses())
         return _json(scheduler.stored_statuses(kind))
 
     async def one_of_kind(request: Request) -> Response:
@@ -83,6 +90,8 @@ def create_scheduler_app(scheduler: Scheduler) -> Starlette:
             return _json(scheduler.model_status(name))
         if kind == "Server":
             return _json(scheduler.server_status(name))
+        if kind == "Pipeline":
+            return _json(scheduler.pipeline_status(name))
         scheduler.get(kind, name)
         return _json(
             {"name": name, "state": "Stored", "reason": f"{kind}s are stored, not yet run"}
@@ -103,6 +112,18 @@ def create_scheduler_app(scheduler: Scheduler) -> Starlette:
         table = await scheduler.wait_for_change(generation, wait)
         return _json(table.to_dict())
 
+    async def inspect(request: Request) -> Response:
+        if inspector is None:
+            raise NotFoundRoute("this scheduler runs with no bus to inspect")
+        expression = request.query_params.get("expression", "")
+        pipeline = expression.split(".")[0]
+        scheduler.get("Pipeline", pipeline)
+        try:
+            offset = int(request.query_params.get("offset", 1))
+        except ValueError:
+            raise BadRequest("'offset' must be an integer") from None
+        return _json(await inspector(expression, request.query_params.get("requestId"), offset))
+
     async def agents(websocket: WebSocket) -> None:
         await websocket.accept()
         await AgentSession(scheduler, websocket).run()
@@ -117,6 +138,7 @@ def create_scheduler_app(scheduler: Scheduler) -> Starlette:
             Route("/v1/resources", delete_resources, methods=["DELETE"]),
             Route("/v1/resources/{kind}/{name}", resource),
             Route("/v1/routes", routes),
+            Route("/v1/inspect", inspect),
             Route("/v1/{plural}", list_kind),
             Route("/v1/{plural}/{name}", one_of_kind, methods=["GET", "DELETE"]),
             WebSocketRoute("/v1/agents", agents),

@@ -26,6 +26,7 @@ from inferline.scheduler.store import SchedulerStore
 log = logging.getLogger(__name__)
 
 KINDS = ("Model", "Server", "Pipeline", "Experiment")
+PIPELINE_CREATE = "PipelineCreate"
 # Annotation on a Model: seconds the router waits for one inference call.
 TIMEOUT_ANNOTATION = "inferline.io/timeout"
 
@@ -51,9 +52,14 @@ class Scheduler:
         self._seen: set[ReplicaKey] = set()
         self.resources: dict[str, dict[str, Resource]] = {kind: {} for kind in KINDS}
         self.versions: dict[str, list[ModelVersion]] = {}
+        # Pipelines: every load is a new version; the dataflow engine reports each one's state.
+        self.pipeline_versions: dict[str, int] = store.versions("Pipeline")
+        self.pipeline_states: dict[str, tuple[int, str, str]] = {}
         self.generation = 0
         self._changed = asyncio.Event()
         self._restore()
+        # Statuses from disk describe replicas that may not be back yet: recompute them now.
+        self._reconcile()
 
     # --- resources ----------------------------------------------------------------------------
 
@@ -61,6 +67,12 @@ class Scheduler:
         """Apply one validated resource; returns what happened, e.g. "created" or "version 2"."""
         if resource.kind == "Model":
             outcome = self._apply_model(resource)
+        elif resource.kind == "Pipeline":
+            version = self.pipeline_versions.get(resource.name, 0) + 1
+            self.pipeline_versions[resource.name] = version
+            self.store.put_version("Pipeline", resource.name, version)
+            self.pipeline_states[resource.name] = (version, PIPELINE_CREATE, "")
+            outcome = "created" if version == 1 else f"version {version}"
         else:
             previous = self.resources[resource.kind].get(resource.name)
             if previous is not None and previous.to_dict() == resource.to_dict():
@@ -96,6 +108,11 @@ class Scheduler:
         if kind == "Model":
             self.versions.pop(name, None)
             self.store.delete_model_versions(name)
+        if kind == "Pipeline":
+            # Deleting and re-creating a pipeline starts again at version 1, as in Seldon.
+            self.pipeline_versions.pop(name, None)
+            self.pipeline_states.pop(name, None)
+            self.store.delete_version("Pipeline", name)
         self._reconcile()
 
     def get(self, kind: str, name: str) -> Resource:
@@ -147,6 +164,46 @@ class Scheduler:
             "loadedModels": loaded,
             "replicas": [r.to_dict() for r in replicas],
         }
+
+    def pipeline_status(self, name: str) -> dict[str, Any]:
+        resource = self.get("Pipeline", name)
+        version = self.pipeline_versions.get(name, 1)
+        state_version, state, reason = self.pipeline_states.get(
+            name, (version, PIPELINE_CREATE, "")
+        )
+        if state_version != version:
+            state, reason = PIPELINE_CREATE, ""
+        models = {}
+        for step in resource.spec.step_names():
+            versions = self.versions.get(step)
+            models[step] = versions[-1].state if versions else "ModelNotFound"
+        return {
+            "pipelineName": name,
+            "version": version,
+            "state": state,
+            "reason": reason,
+            "modelsReady": all(s == MODEL_AVAILABLE for s in models.values()),
+            "models": models,
+            "pipelineDefn": resource.spec.to_dict(),
+        }
+
+    def pipeline_statuses(self) -> list[dict[str, Any]]:
+        return [self.pipeline_status(name) for name in sorted(self.resources["Pipeline"])]
+
+    def desired_pipelines(self) -> dict[str, tuple[int, Any]]:
+        """Every pipeline's current version and spec, for the dataflow engine."""
+        return {
+            name: (self.pipeline_versions.get(name, 1), resource.spec)
+            for name, resource in self.resources["Pipeline"].items()
+        }
+
+    def set_pipeline_status(self, name: str, version: int, state: str, reason: str) -> None:
+        """The dataflow engine's report on one pipeline version."""
+        if self.pipeline_versions.get(name) != version:
+            return  # about a version that has been replaced meanwhile
+        if self.pipeline_states.get(name) != (version, state, reason):
+            self.pipeline_states[name] = (version, state, reason)
+            self._notify()
 
     def stored_statuses(self, kind: str) -> list[dict[str, Any]]:
         """Pipelines and Experiments are validated and kept; running them comes later."""
@@ -265,6 +322,9 @@ class Scheduler:
             self._retire_old_versions(name)
             for version in self.versions.get(name, []):
                 self._save_version(version)
+        self._notify()
+
+    def _notify(self) -> None:
         self.generation += 1
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()

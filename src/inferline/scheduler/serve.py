@@ -21,8 +21,15 @@ class _QuietServer(uvicorn.Server):
 
 class SchedulerService:
     def __init__(
-        self, data_dir: Path, host: str = "0.0.0.0", port: int = 9004, replica_grace: float = 15.0
+        self,
+        data_dir: Path,
+        host: str = "0.0.0.0",
+        port: int = 9004,
+        replica_grace: float = 15.0,
+        inspector=None,
     ):
+        # Answers `pipeline inspect` where a bus is at hand (inside `inferline up`).
+        self.inspector = inspector
         self.store = SchedulerStore(Path(data_dir) / DB_FILE)
         self.scheduler = Scheduler(self.store, replica_grace=replica_grace)
         self.host, self.port = host, port
@@ -36,7 +43,7 @@ class SchedulerService:
         self.port = sock.getsockname()[1]
         self._server = _QuietServer(
             uvicorn.Config(
-                create_scheduler_app(self.scheduler),
+                create_scheduler_app(self.scheduler, self.inspector),
                 lifespan="off",
                 access_log=False,
                 log_level="warning",

@@ -17,6 +17,12 @@ CREATE TABLE IF NOT EXISTS resources (
     doc TEXT NOT NULL,
     PRIMARY KEY (kind, name)
 );
+CREATE TABLE IF NOT EXISTS versions (
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    PRIMARY KEY (kind, name)
+);
 CREATE TABLE IF NOT EXISTS model_versions (
     model TEXT NOT NULL,
     version INTEGER NOT NULL,
@@ -54,6 +60,21 @@ class SchedulerStore:
             "SELECT name, doc FROM resources WHERE kind = ? ORDER BY name", (kind,)
         )
         return {name: orjson.loads(doc) for name, doc in rows}
+
+    # --- version counters of other kinds (pipelines) ------------------------------------------
+
+    def put_version(self, kind: str, name: str, version: int) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO versions (kind, name, version) VALUES (?, ?, ?)",
+            (kind, name, version),
+        )
+
+    def delete_version(self, kind: str, name: str) -> None:
+        self._db.execute("DELETE FROM versions WHERE kind = ? AND name = ?", (kind, name))
+
+    def versions(self, kind: str) -> dict[str, int]:
+        rows = self._db.execute("SELECT name, version FROM versions WHERE kind = ?", (kind,))
+        return dict(rows)
 
     # --- model versions -----------------------------------------------------------------------
 

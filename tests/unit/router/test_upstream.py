@@ -203,3 +203,95 @@ async def test_expired_idle_connections_are_not_reused():
         await upstream.request(address, "GET", "/", [])
         assert server.connections == 2
     await upstream.aclose()
+
+
+async def test_headers_go_out_and_come_back_as_they_are():
+    answer = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Tag: one\r\nx-tag: two\r\n"
+        b"Inference-Header-Content-Length: 7\r\ncontent-length: 2\r\n\r\n{}"
+    )
+    sent = [(b"content-type", b"application/octet-stream"), (b"x-Mixed-Case", b"A b;c=d")]
+    upstream = HttpUpstream()
+    async with serving(lambda *_: answer) as (server, address):
+        response = await upstream.request(address, "POST", "/p?q=%2F1", sent, b"xy")
+        # As given, in order; nothing added besides host and content-length.
+        assert server.requests[0][0].split(b"\r\n")[:-2] == [
+            b"POST /p?q=%2F1 HTTP/1.1",
+            f"host: {address}".encode(),
+            b"content-type: application/octet-stream",
+            b"x-Mixed-Case: A b;c=d",
+            b"content-length: 2",
+        ]
+    assert response.headers == [
+        (b"content-type", b"application/json"),
+        (b"x-tag", b"one"),
+        (b"x-tag", b"two"),
+        (b"inference-header-content-length", b"7"),
+        (b"content-length", b"2"),
+    ]
+    await upstream.aclose()
+
+
+async def test_large_bodies_both_ways():
+    request_body = bytes(range(256)) * 16_384  # 4 MiB
+    answer_body = b"z" * (12 * 1024 * 1024 + 3)
+
+    def big(server, head, body):
+        assert body == request_body
+        return OK % (len(answer_body), answer_body)
+
+    upstream = HttpUpstream()
+    async with serving(big) as (server, address):
+        for _ in range(2):
+            response = await upstream.request(address, "POST", "/", [], request_body)
+            assert response.body == answer_body
+        assert f"content-length: {len(request_body)}\r\n".encode() in server.requests[0][0]
+        assert server.connections == 1
+    await upstream.aclose()
+
+
+async def test_answer_cut_off_in_its_head_is_broken():
+    async def part_of_head(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-le")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(part_of_head, "127.0.0.1", 0)
+    address = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    try:
+        with pytest.raises(UpstreamBroken):
+            await HttpUpstream().request(address, "POST", "/", [], b"{}")
+    finally:
+        server.close()
+
+
+async def test_unreadable_answer_is_broken():
+    upstream = HttpUpstream()
+    async with serving(lambda *_: b"HTTP/1.1 abc\r\n\r\n") as (_, address):
+        with pytest.raises(UpstreamBroken, match="unreadable"):
+            await upstream.request(address, "GET", "/", [])
+    await upstream.aclose()
+
+
+async def test_stale_connection_is_replaced_once_for_a_post_too():
+    def first_answer_only(server, head, body):
+        return OK % (len(body), body) if server.nth_on_connection == 1 else None
+
+    upstream = HttpUpstream()
+    async with serving(first_answer_only) as (server, address):
+        await upstream.request(address, "POST", "/infer", [], b"one")
+        response = await upstream.request(address, "POST", "/infer", [], b"two")
+        assert response.body == b"two"
+        assert server.connections == 2
+    await upstream.aclose()
+
+
+async def test_new_connection_closed_before_answering_is_not_retried():
+    upstream = HttpUpstream()
+    async with serving(lambda *_: None) as (server, address):
+        with pytest.raises(UpstreamClosed):
+            await upstream.request(address, "POST", "/infer", [], b"{}")
+        assert server.connections == 1
+        assert len(server.requests) == 1
+    await upstream.aclose()

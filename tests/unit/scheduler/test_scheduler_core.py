@@ -155,7 +155,11 @@ def test_state_survives_a_restart_and_waits_for_replicas(tmp_path):
 
     again = Scheduler(SchedulerStore(store_path), replica_grace=60)
     status = again.model_status("iris")
-    assert (status["version"], status["state"]) == (1, "ModelAvailable")
+    # Placed as before, but not available until its replica is back.
+    assert (status["version"], status["state"]) == (1, "ModelProgressing")
+    assert status["versions"][0]["modelReplicaState"]["0"]["reason"] == (
+        "server replica not connected"
+    )
     # Another replica joins first: within the grace, the model stays with its own replica.
     other = connect(again, 1)
     assert again.desired_models(other) == []
@@ -165,7 +169,7 @@ def test_state_survives_a_restart_and_waits_for_replicas(tmp_path):
     assert again.route_table().models["iris"].endpoints[0].replica == 0
 
 
-def test_pipelines_and_experiments_are_stored(scheduler):
+def test_pipelines_get_a_version_per_load_and_engine_statuses(scheduler):
     pipeline = load_resources("""
 apiVersion: mlops.seldon.io/v1alpha1
 kind: Pipeline
@@ -175,8 +179,20 @@ spec:
   output: {steps: [b]}
 """)[0]
     assert scheduler.apply(pipeline) == "created"
-    assert scheduler.apply(pipeline) == "unchanged"
-    assert scheduler.stored_statuses("Pipeline")[0]["name"] == "chain"
+    # Every load is a new version, as in Seldon Core 2, even with the same spec.
+    assert scheduler.apply(pipeline) == "version 2"
+    status = scheduler.pipeline_status("chain")
+    assert (status["version"], status["state"]) == (2, "PipelineCreate")
+    assert status["models"] == {"a": "ModelNotFound", "b": "ModelNotFound"}
+    assert status["modelsReady"] is False
+    # Reports about a replaced version are ignored; the current one's are kept.
+    scheduler.set_pipeline_status("chain", 1, "PipelineReady", "")
+    assert scheduler.pipeline_status("chain")["state"] == "PipelineCreate"
+    scheduler.set_pipeline_status("chain", 2, "PipelineReady", "created pipeline")
+    assert scheduler.pipeline_status("chain")["state"] == "PipelineReady"
+    assert scheduler.desired_pipelines()["chain"][0] == 2
+    scheduler.delete("Pipeline", "chain")
+    assert scheduler.apply(pipeline) == "created"
 
 
 def test_a_replica_lost_soon_after_start_moves_its_models_at_once(tmp_path):

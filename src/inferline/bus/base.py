@@ -1,0 +1,100 @@
+"""The bus interface every back end implements, and the message type they share.
+
+Semantics follow Kafka's, since one back end is Kafka: a topic has a fixed number of partitions;
+a message lands in one partition (the one asked for, else by key hash, else any) and gets the
+next offset there; consumers in one group share a topic's partitions and resume from the
+group's committed offsets; a committed offset is the offset of the next message to read.
+"""
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+
+@dataclass(slots=True, frozen=True, order=True)
+class TopicPartition:
+    topic: str
+    partition: int
+
+
+@dataclass(slots=True, frozen=True)
+class Message:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    # In the order they were written; a name may repeat (Kafka allows it).
+    headers: tuple[tuple[str, bytes], ...] = ()
+    timestamp_ms: int = 0
+
+    def header(self, name: str) -> bytes | None:
+        """The last value of header `name`, or None."""
+        for key, value in reversed(self.headers):
+            if key == name:
+                return value
+        return None
+
+    @property
+    def topic_partition(self) -> TopicPartition:
+        return TopicPartition(self.topic, self.partition)
+
+
+class Consumer(ABC):
+    """A member of a consumer group, reading the partitions the group assigns it."""
+
+    @abstractmethod
+    async def poll(self, timeout: float, max_messages: int = 500) -> list[Message]:
+        """Messages in offset order per partition; waits up to `timeout` seconds for the first.
+        After a rebalance, reading resumes from the group's committed offsets."""
+
+    @abstractmethod
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        """Record, for the group, the next offset to read in each partition."""
+
+    @abstractmethod
+    def assignment(self) -> set[TopicPartition]:
+        """The partitions this member reads now."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Leave the group (its partitions go to the other members). Does not commit."""
+
+
+class Bus(ABC):
+    @abstractmethod
+    async def create_topic(self, topic: str, partitions: int | None = None) -> None:
+        """Create the topic if it does not exist (default partitions: the bus's default)."""
+
+    @abstractmethod
+    async def delete_topic(self, topic: str) -> None: ...
+
+    @abstractmethod
+    async def topics(self) -> dict[str, int]:
+        """Every topic with its partition count."""
+
+    @abstractmethod
+    async def produce(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None = None,
+        headers: tuple[tuple[str, bytes], ...] | list[tuple[str, bytes]] = (),
+        partition: int | None = None,
+    ) -> Message:
+        """Write one message; returns it with its partition and offset once it is durable
+        (embedded: on disk; Kafka: acknowledged by the broker). Creates the topic if needed."""
+
+    @abstractmethod
+    async def consumer(
+        self, group: str, topics: list[str], from_beginning: bool = False
+    ) -> Consumer:
+        """Join `group` reading `topics`. Partitions with no committed offset start at the end
+        (only new messages), or at the beginning with `from_beginning`."""
+
+    @abstractmethod
+    async def read_last(self, topic: str, count: int) -> list[Message]:
+        """The last `count` messages of every partition of `topic`, oldest first per partition,
+        without joining any group (for inspection)."""
+
+    @abstractmethod
+    async def close(self) -> None: ...

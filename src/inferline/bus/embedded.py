@@ -1,0 +1,729 @@
+"""The embedded bus: in-process, asyncio, durable on local disk in one SQLite database.
+
+The default back end of `inferline up`. Semantics follow `inferline.bus.base` (Kafka's), with
+the choices below written down where Kafka leaves room.
+
+Storage. `<path>/bus.sqlite3` holds topics, messages (primary key topic, partition, offset) and
+committed offsets, in WAL mode. A message is acknowledged (`produce` returns) once its
+transaction has committed. With `fsync=False` (the default, `synchronous=NORMAL`) an
+acknowledged message survives the process dying in any way, but not an OS crash or power loss:
+the WAL is in the OS page cache until the next checkpoint. `fsync=True` (`synchronous=FULL`)
+syncs the WAL on every commit and survives those too, at about a millisecond or more per
+transaction on ordinary disks. One bus at a time owns a folder (an advisory lock on
+`<path>/bus.lock`, released by the OS if the process dies); a second opener gets an error.
+
+Group commit. `produce` and `commit` queue their writes and wait; one callback, scheduled
+for the end of the current loop iteration, writes everything queued as one transaction (at
+most `max_batch` messages; the rest go in the next). So 100 concurrent produces cost one
+commit, and a lone produce still returns after a single loop iteration.
+
+Threads. Every SQLite call except WAL checkpoints runs on the event loop thread: each is
+short (a batch insert, a bounded read). WAL checkpoints copy the log into the database file
+and fsync it, which costs tens of milliseconds on a slow disk, so they run in a worker thread
+on their own connection, every 4 MB written (instead of SQLite's automatic checkpoint inside
+a commit on the loop: measured p99 produce latency 27 ms -> 10 ms and +25% throughput under
+100 concurrent producers). A sustained write load never lets a checkpoint catch up, so SQLite
+could never restart the WAL: past 128 MB of WAL the writer holds new batches until one
+checkpoint has finished (producers wait ~0.1 s, the loop does not), then the WAL restarts.
+
+Partitions. A message goes to the partition asked for (ValueError if out of range), else
+`crc32(key) % partitions` (the same as librdkafka's default `consistent_random` partitioner),
+else (no key or an empty key) round robin. Producing to a missing topic creates it with
+`default_partitions`. Offsets are contiguous per partition and never reused: retention never
+removes a partition's newest message, so the next offset survives restarts.
+
+Consumer groups. Members of a group split the partitions of the topics they subscribe to with
+Kafka's range assignor, in join order. Joining, leaving (`Consumer.close`), creating or
+deleting a subscribed topic rebalances the group at once (no join delay). A partition that
+moves to a member starts at the group's committed offset, or, with none, at the end (or the
+first kept message with `from_beginning`). A partition a member keeps through a rebalance
+keeps that member's position (like Kafka's cooperative protocol; eager Kafka would rewind it
+to the committed offset, so callers must tolerate both). Each member reads every message of
+its partitions once, in offset order, between rebalances; `commit` only records offsets for
+the group. A consumer subscribed to a topic that does not exist yet gets its partitions when
+the topic is created, before any message is written there, so it sees the first messages
+even without `from_beginning`.
+
+Retention. With `retention_messages` (default 100,000 per partition: ~100 MB of 1 KB messages,
+enough to inspect, small enough for a laptop with dozens of topics) a partition is trimmed
+back to that many messages when it exceeds it by 1% (at most 1,000): trimming happens in the
+same transaction as the writes that overflow it. With `retention_ms`, messages older than that
+are dropped, checked on produce at most every `retention_ms / 10` (between 10 ms and 60 s) and
+on open, so an idle bus keeps its last messages until something is produced. Both keep the
+newest message of every partition. A consumer whose position or committed offset has been
+trimmed resumes at the first kept message (Kafka would apply its reset policy). The database
+file reuses freed pages but does not shrink.
+"""
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import time
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from inferline.bus._assignment import range_assignment
+from inferline.bus._sqlite_log import MessageRow, SqliteLog, encode_headers
+from inferline.bus.base import Bus, Consumer, Message, TopicPartition
+
+try:
+    import fcntl
+except ImportError:  # Windows: no folder lock
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["BusClosedError", "EmbeddedBus", "EmbeddedConsumer"]
+
+logger = logging.getLogger(__name__)
+
+# Kafka's rule, so that a name that works here works on Kafka too.
+_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+# A background WAL checkpoint after this many bytes written (SQLite's own default is ~4 MB).
+_CHECKPOINT_BYTES = 4 << 20
+# Past this WAL size the background checkpoints are not keeping up (see `_checkpoint_soon`).
+_WAL_LIMIT_BYTES = 128 << 20
+
+
+class BusClosedError(RuntimeError):
+    """The bus, or the consumer, has been closed."""
+
+
+@dataclass(slots=True)
+class _PendingMessage:
+    topic: str
+    partition: int
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...]
+    timestamp_ms: int
+    future: "asyncio.Future[Message]"
+
+
+@dataclass(slots=True)
+class _PartitionState:
+    start: int  # first kept offset
+    end: int  # next offset to write
+
+
+class _Group:
+    __slots__ = ("committed", "members", "name")
+
+    def __init__(self, name: str, committed: dict[TopicPartition, int]):
+        self.name = name
+        self.members: dict[int, EmbeddedConsumer] = {}
+        self.committed = committed
+
+
+class EmbeddedBus(Bus):
+    """See the module docstring. Use from one event loop; the constructor opens the database
+    (and may run outside a loop)."""
+
+    def __init__(
+        self,
+        path: Path | str,
+        default_partitions: int = 1,
+        *,
+        fsync: bool = False,
+        retention_messages: int | None = 100_000,
+        retention_ms: int | None = None,
+        max_batch: int = 1000,
+    ):
+        if default_partitions < 1:
+            raise ValueError(f"default_partitions must be at least 1, got {default_partitions}")
+        if retention_messages is not None and retention_messages < 1:
+            raise ValueError(f"retention_messages must be at least 1, got {retention_messages}")
+        if retention_ms is not None and retention_ms < 1:
+            raise ValueError(f"retention_ms must be at least 1, got {retention_ms}")
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+        self.path = Path(path)
+        self.default_partitions = default_partitions
+        self.retention_messages = retention_messages
+        self.retention_ms = retention_ms
+        self._max_batch = max_batch
+        self._trim_slack = max(1, min((retention_messages or 0) // 100, 1000))
+        self._retention_interval_ms = (
+            min(max(retention_ms // 10, 10), 60_000) if retention_ms is not None else 0
+        )
+        self._closed = False
+
+        self._topics: dict[str, int] = {}
+        self._partitions: dict[TopicPartition, _PartitionState] = {}
+        self._round_robin: dict[str, int] = {}
+
+        self._pending: list[_PendingMessage] = []
+        self._pending_commits: dict[tuple[str, TopicPartition], int] = {}
+        self._commit_futures: list[asyncio.Future[None]] = []
+        self._flush_scheduled = False
+
+        self._groups: dict[str, _Group] = {}
+        self._subscribers: dict[str, set[EmbeddedConsumer]] = {}
+        self._next_member_id = 0
+
+        self._next_time_trim_ms = 0
+        self._unchecked_bytes = 0
+        self._checkpoint_task: asyncio.Task[None] | None = None
+        self._hold_writes = False
+        self._stats = {"transactions": 0, "messages": 0, "checkpoints": 0, "held_writes": 0}
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._lock_file = _lock_folder(self.path)
+        try:
+            self._log = SqliteLog(self.path / "bus.sqlite3", fsync=fsync)
+        except BaseException:
+            self._lock_file.close()
+            raise
+        try:
+            for topic, count in self._log.topics().items():
+                self._add_topic(topic, count)
+            self._trim_by_time()
+        except BaseException:
+            self._log.close()
+            self._lock_file.close()
+            raise
+
+    def __repr__(self) -> str:
+        return f"EmbeddedBus({str(self.path)!r})"
+
+    def stats(self) -> dict[str, int]:
+        """Counters since open: write transactions, messages written, WAL checkpoints, and
+        times writes were held for a checkpoint to catch up (see `_checkpoint_soon`)."""
+        return dict(self._stats)
+
+    # --- topics ---------------------------------------------------------------------------------
+
+    async def create_topic(self, topic: str, partitions: int | None = None) -> None:
+        self._check_open()
+        self._ensure_topic(topic, partitions)
+
+    async def delete_topic(self, topic: str) -> None:
+        """Drop the topic, its messages and every group's offsets for it. A no-op if missing."""
+        self._check_open()
+        if topic not in self._topics:
+            return
+        self._flush_now()  # queued messages for it were acknowledged as written: write them first
+        self._log.delete_topic(topic)
+        count = self._topics.pop(topic)
+        for partition in range(count):
+            del self._partitions[TopicPartition(topic, partition)]
+        self._round_robin.pop(topic, None)
+        for group in self._groups.values():
+            for tp in [tp for tp in group.committed if tp.topic == topic]:
+                del group.committed[tp]
+        self._rebalance_subscribers(topic)
+
+    async def topics(self) -> dict[str, int]:
+        self._check_open()
+        return dict(sorted(self._topics.items()))
+
+    # --- producing ------------------------------------------------------------------------------
+
+    async def produce(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None = None,
+        headers: tuple[tuple[str, bytes], ...] | list[tuple[str, bytes]] = (),
+        partition: int | None = None,
+    ) -> Message:
+        self._check_open()
+        value = _as_bytes(value, "value")
+        if key is not None:
+            key = _as_bytes(key, "key")
+        headers = _as_headers(headers)
+        count = self._ensure_topic(topic, None)
+        if partition is None:
+            if key:
+                partition = zlib.crc32(key) % count
+            else:
+                partition = self._round_robin.get(topic, 0) % count
+                self._round_robin[topic] = partition + 1
+        elif not isinstance(partition, int) or not 0 <= partition < count:
+            raise ValueError(
+                f"partition {partition!r} out of range for topic {topic!r} "
+                f"with {count} partition(s) (0..{count - 1})"
+            )
+        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._pending.append(
+            _PendingMessage(
+                topic, partition, key, value, headers, time.time_ns() // 1_000_000, future
+            )
+        )
+        self._schedule_flush()
+        return await future
+
+    # --- consuming ------------------------------------------------------------------------------
+
+    async def consumer(
+        self, group: str, topics: list[str], from_beginning: bool = False
+    ) -> "EmbeddedConsumer":
+        self._check_open()
+        if not isinstance(group, str) or not group:
+            raise ValueError(f"group must be a non-empty string, got {group!r}")
+        if isinstance(topics, str) or not topics:
+            raise ValueError(f"topics must be a non-empty list of topic names, got {topics!r}")
+        for topic in topics:
+            _check_topic_name(topic)
+        state = self._groups.get(group)
+        if state is None:
+            committed = {
+                TopicPartition(topic, partition): offset
+                for (topic, partition), offset in self._log.committed(group).items()
+            }
+            state = self._groups[group] = _Group(group, committed)
+        self._next_member_id += 1
+        member = EmbeddedConsumer(
+            self, state, self._next_member_id, tuple(dict.fromkeys(topics)), from_beginning
+        )
+        state.members[member.member_id] = member
+        for topic in member.topics:
+            self._subscribers.setdefault(topic, set()).add(member)
+        self._rebalance(state)
+        return member
+
+    async def read_last(self, topic: str, count: int) -> list[Message]:
+        """The last `count` messages of each partition, oldest first, partition by partition;
+        [] for a missing topic. Messages still queued for writing are not included."""
+        self._check_open()
+        if count < 0:
+            raise ValueError(f"count must not be negative, got {count}")
+        partitions = self._topics.get(topic, 0)
+        if count == 0:
+            return []
+        messages: list[Message] = []
+        for partition in range(partitions):
+            messages += self._log.read_last(topic, partition, count)
+        return messages
+
+    # --- closing --------------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Write what is queued, close every consumer (a waiting `poll` raises BusClosedError),
+        close the database. Idempotent."""
+        if self._closed:
+            return
+        try:
+            self._flush_now()
+        finally:
+            self._closed = True
+            for group in self._groups.values():
+                for member in list(group.members.values()):
+                    member._shut()
+            self._groups.clear()
+            self._subscribers.clear()
+            if self._checkpoint_task is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._checkpoint_task)
+            self._log.close()
+            self._lock_file.close()
+
+    # --- internals: topics ----------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BusClosedError(f"the embedded bus at {self.path} is closed")
+
+    def _ensure_topic(self, topic: str, partitions: int | None) -> int:
+        if partitions is not None and (not isinstance(partitions, int) or partitions < 1):
+            raise ValueError(
+                f"partitions must be at least 1 for topic {topic!r}, got {partitions!r}"
+            )
+        existing = self._topics.get(topic)
+        if existing is not None:
+            return existing
+        _check_topic_name(topic)
+        if partitions is None:
+            partitions = self.default_partitions
+        self._log.create_topic(topic, partitions)
+        self._add_topic(topic, partitions)
+        self._rebalance_subscribers(topic)
+        return partitions
+
+    def _add_topic(self, topic: str, partitions: int) -> None:
+        self._topics[topic] = partitions
+        for partition in range(partitions):
+            start, end = self._log.bounds(topic, partition)
+            self._partitions[TopicPartition(topic, partition)] = _PartitionState(start, end)
+
+    # --- internals: writing ---------------------------------------------------------------------
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """The scheduled writer: one transaction, then again next iteration if more is queued."""
+        self._flush_scheduled = False
+        if self._closed or self._hold_writes:
+            return  # the checkpoint that holds writes schedules a flush when it ends
+        self._write_batch()
+        if self._pending or self._pending_commits:
+            self._schedule_flush()
+
+    def _flush_now(self) -> None:
+        while self._pending or self._pending_commits:
+            self._write_batch()
+
+    def _write_batch(self) -> None:
+        batch = self._pending[: self._max_batch]
+        del self._pending[: self._max_batch]
+        commits, self._pending_commits = self._pending_commits, {}
+        commit_futures, self._commit_futures = self._commit_futures, []
+        if not batch and not commits:
+            return
+
+        ends: dict[TopicPartition, int] = {}
+        rows: list[MessageRow] = []
+        written = 0
+        for item in batch:
+            tp = TopicPartition(item.topic, item.partition)
+            offset = ends.get(tp)
+            if offset is None:
+                offset = self._partitions[tp].end
+            ends[tp] = offset + 1
+            rows.append(
+                (
+                    item.topic,
+                    item.partition,
+                    offset,
+                    item.timestamp_ms,
+                    item.key,
+                    encode_headers(item.headers),
+                    item.value,
+                )
+            )
+            written += len(item.value)
+        trims: list[tuple[str, int, int]] = []
+        starts: dict[TopicPartition, int] = {}
+        if self.retention_messages is not None:
+            for tp, end in ends.items():
+                if end - self._partitions[tp].start > self.retention_messages + self._trim_slack:
+                    starts[tp] = end - self.retention_messages
+                    trims.append((tp.topic, tp.partition, starts[tp]))
+        try:
+            self._log.write(
+                rows,
+                [
+                    (group, tp.topic, tp.partition, offset)
+                    for (group, tp), offset in commits.items()
+                ],
+                trims,
+            )
+        except Exception as error:
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(error)
+            for future in commit_futures:
+                if not future.done():
+                    future.set_exception(error)
+            return
+
+        self._stats["transactions"] += 1
+        self._stats["messages"] += len(rows)
+        for tp, end in ends.items():
+            self._partitions[tp].end = end
+        for tp, start in starts.items():
+            self._partitions[tp].start = start
+        for item, row in zip(batch, rows, strict=True):
+            if not item.future.done():
+                item.future.set_result(
+                    Message(
+                        item.topic,
+                        item.partition,
+                        row[2],
+                        item.key,
+                        item.value,
+                        item.headers,
+                        item.timestamp_ms,
+                    )
+                )
+        for future in commit_futures:
+            if not future.done():
+                future.set_result(None)
+        for topic in {tp.topic for tp in ends}:
+            for member in self._subscribers.get(topic, ()):
+                member._wake()
+        if self.retention_ms is not None:
+            self._trim_by_time()
+        # What the WAL grew by, roughly: the rows, plus the pages every commit rewrites whole.
+        self._unchecked_bytes += written + 64 * len(rows) + 8192
+        if self._unchecked_bytes >= _CHECKPOINT_BYTES:
+            self._checkpoint_soon()
+
+    def _enqueue_commit(
+        self, group: str, offsets: dict[TopicPartition, int]
+    ) -> "asyncio.Future[None]":
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        for tp, offset in offsets.items():
+            self._pending_commits[(group, tp)] = offset
+        self._commit_futures.append(future)
+        self._schedule_flush()
+        return future
+
+    def _trim_by_time(self) -> None:
+        if self.retention_ms is None:
+            return
+        now_ms = time.time_ns() // 1_000_000
+        if now_ms < self._next_time_trim_ms:
+            return
+        self._next_time_trim_ms = now_ms + self._retention_interval_ms
+        since_ms = now_ms - self.retention_ms
+        trims: list[tuple[str, int, int]] = []
+        starts: dict[TopicPartition, int] = {}
+        for tp, state in self._partitions.items():
+            if state.end - state.start <= 1:
+                continue
+            first = self._log.first_offset_since(tp.topic, tp.partition, state.start, since_ms)
+            keep = state.end - 1 if first is None else min(first, state.end - 1)
+            if keep > state.start:
+                starts[tp] = keep
+                trims.append((tp.topic, tp.partition, keep))
+        if trims:
+            self._log.trim(trims)
+            for tp, start in starts.items():
+                self._partitions[tp].start = start
+
+    def _checkpoint_soon(self) -> None:
+        if self._checkpoint_task is not None and not self._checkpoint_task.done():
+            return  # the next write batch asks again
+        self._unchecked_bytes = 0
+        try:
+            wal_bytes = os.stat(f"{self._log.file}-wal").st_size
+        except OSError:
+            wal_bytes = 0
+        # Under a sustained load every checkpoint runs while new frames are appended, so the
+        # WAL is never fully copied and SQLite never restarts it: past the limit, hold writes
+        # until one checkpoint has caught up (producers wait, the loop does not).
+        self._hold_writes = wal_bytes > _WAL_LIMIT_BYTES
+        self._checkpoint_task = asyncio.get_running_loop().create_task(self._checkpoint())
+
+    async def _checkpoint(self) -> None:
+        try:
+            await asyncio.to_thread(self._log.checkpoint)
+        except Exception:  # the next one retries; the WAL stays valid meanwhile
+            logger.exception("WAL checkpoint of %s failed", self._log.file)
+        else:
+            self._stats["checkpoints"] += 1
+            if self._hold_writes:
+                self._stats["held_writes"] += 1
+        finally:
+            if self._hold_writes:
+                self._hold_writes = False
+                if not self._closed and (self._pending or self._pending_commits):
+                    self._schedule_flush()
+
+    # --- internals: groups ----------------------------------------------------------------------
+
+    def _rebalance_subscribers(self, topic: str) -> None:
+        groups = {member.group.name: member.group for member in self._subscribers.get(topic, ())}
+        for group in groups.values():
+            self._rebalance(group)
+
+    def _rebalance(self, group: _Group) -> None:
+        assignment = range_assignment(
+            {member_id: member.topics for member_id, member in group.members.items()}, self._topics
+        )
+        for member_id, partitions in assignment.items():
+            group.members[member_id]._assign(partitions)
+
+    def _leave(self, member: "EmbeddedConsumer") -> None:
+        group = member.group
+        group.members.pop(member.member_id, None)
+        for topic in member.topics:
+            subscribers = self._subscribers.get(topic)
+            if subscribers is not None:
+                subscribers.discard(member)
+                if not subscribers:
+                    del self._subscribers[topic]
+        self._rebalance(group)
+
+    def _start_position(self, member: "EmbeddedConsumer", tp: TopicPartition) -> int:
+        state = self._partitions[tp]
+        committed = member.group.committed.get(tp)
+        if committed is None:
+            return state.start if member.from_beginning else state.end
+        return min(max(committed, state.start), state.end)
+
+
+class EmbeddedConsumer(Consumer):
+    """A member of a consumer group on an `EmbeddedBus`; made by `EmbeddedBus.consumer`."""
+
+    def __init__(
+        self,
+        bus: EmbeddedBus,
+        group: _Group,
+        member_id: int,
+        topics: tuple[str, ...],
+        from_beginning: bool,
+    ):
+        self._bus = bus
+        self.group = group
+        self.member_id = member_id
+        self.topics = topics
+        self.from_beginning = from_beginning
+        self._positions: dict[TopicPartition, int] = {}
+        self._order: list[TopicPartition] = []
+        self._next_first = 0
+        self._waiters: set[asyncio.Future[None]] = set()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"EmbeddedConsumer(group={self.group.name!r}, member={self.member_id})"
+
+    async def poll(self, timeout: float, max_messages: int = 500) -> list[Message]:
+        self._check_open()
+        if max_messages < 1:
+            raise ValueError(f"max_messages must be at least 1, got {max_messages}")
+        messages = self._fetch(max_messages)
+        if messages or timeout <= 0:
+            return messages
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return []
+            waiter: asyncio.Future[None] = loop.create_future()
+            timer = loop.call_later(remaining, _resolve, waiter)
+            self._waiters.add(waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiters.discard(waiter)
+            self._check_open()
+            messages = self._fetch(max_messages)
+            if messages:
+                return messages
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        """Record the group's next offsets; returns once they are on disk. Offsets of any
+        partition are accepted (also ones this member does not hold), as Kafka does."""
+        self._check_open()
+        for tp, offset in offsets.items():
+            if not isinstance(tp, TopicPartition):
+                raise TypeError(f"commit keys must be TopicPartition, got {tp!r}")
+            if not isinstance(offset, int) or offset < 0:
+                raise ValueError(f"offset for {tp} must be a non-negative int, got {offset!r}")
+        if offsets:
+            self.group.committed.update(offsets)
+            await self._bus._enqueue_commit(self.group.name, offsets)
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self._positions)
+
+    def position(self, tp: TopicPartition) -> int | None:
+        """The offset of the next message this member will read from `tp` (None if not held)."""
+        return self._positions.get(tp)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        if not self._bus._closed:
+            self._bus._leave(self)
+        self._shut()
+
+    # --- internals ------------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            self._bus._check_open()
+            raise BusClosedError(f"{self!r} is closed")
+
+    def _shut(self) -> None:
+        self._closed = True
+        self._positions = {}
+        self._order = []
+        self._wake()
+
+    def _assign(self, partitions: Iterable[TopicPartition]) -> None:
+        old = self._positions
+        self._positions = {
+            tp: old[tp] if tp in old else self._bus._start_position(self, tp)
+            for tp in sorted(partitions)
+        }
+        self._order = list(self._positions)
+        self._wake()
+
+    def _wake(self) -> None:
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _fetch(self, limit: int) -> list[Message]:
+        """Up to `limit` messages, partitions taken in turn from a rotating first one so that a
+        busy partition cannot starve the others."""
+        order = self._order
+        if not order:
+            return []
+        partitions = self._bus._partitions
+        log = self._bus._log
+        first = self._next_first % len(order)
+        self._next_first = first + 1
+        messages: list[Message] = []
+        for index in range(len(order)):
+            tp = order[(first + index) % len(order)]
+            position = self._positions[tp]
+            state = partitions[tp]
+            if position >= state.end:
+                continue
+            read = log.read(
+                tp.topic, tp.partition, max(position, state.start), limit - len(messages)
+            )
+            if read:
+                self._positions[tp] = read[-1].offset + 1
+                messages += read
+                if len(messages) >= limit:
+                    break
+        return messages
+
+
+def _resolve(waiter: "asyncio.Future[None]") -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def _check_topic_name(topic: str) -> None:
+    if not isinstance(topic, str) or not _TOPIC_NAME.fullmatch(topic) or topic in (".", ".."):
+        raise ValueError(
+            f"invalid topic name {topic!r}: use 1 to 249 of A-Z a-z 0-9 . _ - (Kafka's rule)"
+        )
+
+
+def _as_bytes(data: object, what: str) -> bytes:
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, bytearray | memoryview):
+        return bytes(data)
+    raise TypeError(f"message {what} must be bytes, got {type(data).__name__}")
+
+
+def _as_headers(headers: Iterable[tuple[str, bytes]]) -> tuple[tuple[str, bytes], ...]:
+    result = []
+    for header in headers:
+        try:
+            name, value = header
+        except (TypeError, ValueError):
+            raise TypeError(f"a header must be a (name, value) pair, got {header!r}") from None
+        if not isinstance(name, str):
+            raise TypeError(f"header name must be str, got {type(name).__name__}")
+        result.append((name, _as_bytes(value, f"header {name!r} value")))
+    return tuple(result)
+
+
+def _lock_folder(path: Path):
+    """Hold an exclusive advisory lock on `<path>/bus.lock` for the life of the bus."""
+    lock_file = (path / "bus.lock").open("a+b")
+    if fcntl is not None:
+        try:
+            fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock_file.close()
+            raise RuntimeError(
+                f"the embedded bus at {path} is already open (in this or another process)"
+            ) from None
+    return lock_file

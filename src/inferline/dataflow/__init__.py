@@ -1,0 +1,1 @@
+"""The dataflow engine: each pipeline version runs as stages that move tensors between topics."""

@@ -1,0 +1,307 @@
+"""Runs one stage: reads its sources, joins per request key, writes what is ready to its sink.
+
+Offsets are committed only below the oldest message still held in a join (or batch), so a
+restart replays unfinished work; everything before it was either written on or dropped.
+"""
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from inferline.bus.base import Bus, Message, TopicPartition
+from inferline.dataflow import messages
+from inferline.dataflow.batching import (
+    BATCH_HEADER,
+    Batcher,
+    BatchItem,
+    batch_members,
+    split_rows,
+)
+from inferline.dataflow.joins import Emission, JoinBuffer, Part
+from inferline.dataflow.plan import Source, Stage
+from inferline.dataflow.topics import (
+    ERROR_HEADER,
+    PIPELINE_HEADER,
+    PIPELINE_VERSION_HEADER,
+    TopicNames,
+    key_partition,
+    propagated_headers,
+)
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.1
+# How many recent requests the cycle guard counts visits for.
+REVISIT_KEYS = 10_000
+
+
+@dataclass(slots=True)
+class _Data:
+    """A source's message after decoding and tensor filtering."""
+
+    message: messages.TensorMessage
+    headers: tuple[tuple[str, bytes], ...]
+
+
+class StageRunner:
+    def __init__(
+        self,
+        stage: Stage,
+        version: int,
+        bus: Bus,
+        topics: TopicNames,
+        group: str,
+        on_seen=None,
+    ):
+        self.stage = stage
+        self.version = version
+        self.bus = bus
+        self.topics = topics
+        self.group = group
+        # Told of every source message by key, so a timed-out caller can hear what answered.
+        self.on_seen = on_seen
+        self.buffer = JoinBuffer(
+            len(stage.inputs),
+            stage.inputs_join,
+            len(stage.triggers),
+            stage.triggers_join,
+            stage.window_ms,
+        )
+        self.batcher = (
+            Batcher(stage.batch_size, stage.batch_window_ms) if stage.batch_size else None
+        )
+        self._visits: OrderedDict[bytes, int] = OrderedDict()
+        self._pending_errors: list[tuple[bytes, str, list]] = []
+        self.ready = asyncio.Event()
+        self._done: dict[TopicPartition, int] = {}
+        self._committed: dict[TopicPartition, int] = {}
+        self._partitions: dict[str, int] = {}
+
+    async def run(self) -> None:
+        consumer = await self.bus.consumer(self.group, sorted(self.stage.topics))
+        try:
+            while True:
+                messages_ = await consumer.poll(self._poll_timeout())
+                if consumer.assignment():
+                    self.ready.set()
+                for message in messages_:
+                    await self._handle(message)
+                    self._done[message.topic_partition] = message.offset + 1
+                emitted, dropped = self.buffer.expire()
+                for emission in emitted:
+                    await self._emit(emission)
+                for key, parts in dropped:
+                    await self._timed_out(key, parts)
+                if self.batcher is not None:
+                    for batch in self.batcher.expire():
+                        await self._write(batch.key, batch.message, batch.headers)
+                await self._write_errors()
+                await self._commit(consumer)
+        finally:
+            await consumer.close()
+
+    def _poll_timeout(self) -> float:
+        deadlines = [self.buffer.next_deadline()]
+        if self.batcher is not None:
+            deadlines.append(self.batcher.deadline())
+        deadline = min((d for d in deadlines if d is not None), default=None)
+        if deadline is None:
+            return POLL_SECONDS
+        return max(0.0, min(POLL_SECONDS, deadline - time.monotonic()))
+
+    # --- reading ------------------------------------------------------------------------------
+
+    async def _handle(self, message: Message) -> None:
+        pipeline = message.header(PIPELINE_HEADER)
+        if self.stage.forward_errors:
+            if pipeline == self.stage.pipeline.encode():
+                for key, headers in self._members(message):
+                    await self._forward_error(key, headers, message.value)
+            return
+        position = (message.topic_partition, message.offset)
+        for trigger, sources in ((False, self.stage.inputs), (True, self.stage.triggers)):
+            for index, source in enumerate(sources):
+                if source.topic != message.topic or pipeline != source.pipeline.encode():
+                    continue
+                data = self._decode(message, source)
+                if data is None:
+                    continue
+                for key, piece in self._pieces(message, data):
+                    if self.on_seen is not None:
+                        self.on_seen(key, source)
+                    for emission in self.buffer.add(key, Part(index, trigger, piece, position)):
+                        await self._emit(emission)
+
+    def _members(self, message: Message) -> list[tuple[bytes, tuple[tuple[str, bytes], ...]]]:
+        """The requests a message stands for: itself, or each member of a batch."""
+        header = message.header(BATCH_HEADER)
+        if header is None:
+            return [(message.key or b"", message.headers)]
+        return [
+            (key, _member_headers(message.headers, request_id))
+            for key, _, request_id in batch_members(header)
+        ]
+
+    def _pieces(self, message: Message, data: _Data) -> list[tuple[bytes, _Data]]:
+        header = message.header(BATCH_HEADER)
+        if header is None:
+            return [(message.key or b"", data)]
+        members = batch_members(header)
+        split = split_rows(data.message, [rows for _, rows, _ in members])
+        if split is None:
+            # Not answered row by row: it goes on whole, under the batch's (last) key.
+            return [(message.key or b"", data)]
+        return [
+            (key, _Data(piece, _member_headers(message.headers, request_id)))
+            for (key, _, request_id), piece in zip(members, split, strict=True)
+        ]
+
+    def _decode(self, message: Message, source: Source) -> _Data | None:
+        try:
+            decoded = messages.decode(message.value, source.payload)
+        except Exception as exc:  # a bad message must not stop the stage
+            log.warning(
+                "%s: skipping undecodable message %s@%d on %s: %s",
+                self.stage.name, message.key, message.offset, message.topic, exc,
+            )  # fmt: skip
+            return None
+        if source.tensors is not None:
+            decoded.tensors = [t for t in decoded.tensors if t.name in source.tensors]
+            if not decoded.tensors:
+                return None  # conditional routing: none of the wanted tensors, no message
+        return _Data(decoded, message.headers)
+
+    # --- writing ------------------------------------------------------------------------------
+
+    async def _emit(self, emission: Emission) -> None:
+        stage = self.stage
+        first: _Data = emission.parts[0].payload
+        tensors = []
+        for part in emission.parts:
+            source = stage.inputs[part.source]
+            for tensor in part.payload.message.tensors:
+                renamed = stage.tensor_map.get(f"{source.reference}.{tensor.name}")
+                if renamed is not None:
+                    tensor = type(tensor)(
+                        renamed, tensor.datatype, tensor.shape, tensor.data, tensor.parameters
+                    )
+                tensors.append(tensor)
+        out = messages.TensorMessage(tensors, first.message.id, first.message.parameters)
+        headers = self._headers([part.payload.headers for part in emission.parts])
+        if stage.max_revisits is not None and self._revisited(emission.key, headers):
+            return
+        if self.batcher is not None:
+            positions = [part.position for part in emission.parts]
+            for batch in self.batcher.add(BatchItem(emission.key, out, headers, positions)):
+                await self._write(batch.key, batch.message, batch.headers)
+            return
+        await self._write(emission.key, out, headers)
+
+    async def _write(self, key: bytes, message: messages.TensorMessage, headers) -> None:
+        value = messages.encode(message, self.stage.sink_payload, self.stage.sink_model)
+        await self._produce(self.stage.sink_topic, key, value, headers)
+
+    def _revisited(self, key: bytes, headers) -> bool:
+        """Cycle guard: count entries per request; past maxStepRevisits the request ends in an
+        error instead of going round again."""
+        visits = self._visits.get(key, 0) + 1
+        self._visits[key] = visits
+        self._visits.move_to_end(key)
+        while len(self._visits) > REVISIT_KEYS:
+            self._visits.popitem(last=False)
+        if visits <= self.stage.max_revisits + 1:
+            return False
+        text = (
+            f"ERROR: request entered {self.stage.name} more than "
+            f"{self.stage.max_revisits + 1} times (maxStepRevisits {self.stage.max_revisits})"
+        )
+        self._pending_errors.append((key, text, headers))
+        return True
+
+    def _headers(self, header_sets) -> list[tuple[str, bytes]]:
+        merged: dict[str, bytes] = {}
+        for headers in header_sets:
+            for name, value in propagated_headers(headers):
+                merged.setdefault(name, value)
+        return [
+            (PIPELINE_HEADER, self.stage.pipeline.encode()),
+            (PIPELINE_VERSION_HEADER, str(self.version).encode()),
+            *merged.items(),
+        ]
+
+    async def _forward_error(self, key: bytes, headers, value: bytes) -> None:
+        headers = [
+            (name, value)
+            for name, value in headers
+            if name not in (PIPELINE_HEADER, PIPELINE_VERSION_HEADER, BATCH_HEADER)
+        ]
+        headers = [
+            (PIPELINE_HEADER, self.stage.pipeline.encode()),
+            (PIPELINE_VERSION_HEADER, str(self.version).encode()),
+            *headers,
+        ]
+        await self._produce(self.stage.sink_topic, key, value, headers)
+
+    async def _timed_out(self, key: bytes, parts: list[Part]) -> None:
+        """A join whose window closed without a data partner: the request ends with an error
+        naming what never came, so a waiting caller hears at once. Data held only for want of
+        a trigger is dropped quietly (an unfired trigger is how a pipeline chooses a path),
+        unless the pipeline's answer cannot be made without this step."""
+        inputs, triggers = self.buffer_missing_from(parts)
+        if not inputs and not self.stage.required:
+            log.debug("%s: request %s dropped, trigger(s) did not fire", self.stage.name, key)
+            return
+        missing = [s.waits_on for s in inputs] + [f"trigger {s.waits_on}" for s in triggers]
+        text = (
+            f"{self.stage.name}: join window of {self.stage.window_ms} ms closed without "
+            f"{', '.join(missing)}"
+        )
+        log.info("%s for request %s", text, key)
+        self._pending_errors.append((key, text, self._headers([p.payload.headers for p in parts])))
+
+    async def _write_errors(self) -> None:
+        """Requests that end here in an error: the pipeline's errors stage tells the caller."""
+        errors, self._pending_errors = self._pending_errors, []
+        for key, text, headers in errors:
+            headers = [*headers, (ERROR_HEADER, self.stage.pipeline.encode())]
+            await self._produce(self.topics.errors, key, text.encode(), headers)
+
+    def buffer_missing_from(self, parts: list[Part]) -> tuple[list[Source], list[Source]]:
+        data = {p.source for p in parts if not p.trigger}
+        triggers = {p.source for p in parts if p.trigger}
+        return (
+            [s for i, s in enumerate(self.stage.inputs) if i not in data],
+            [s for i, s in enumerate(self.stage.triggers) if i not in triggers],
+        )
+
+    async def _produce(self, topic: str, key: bytes | None, value: bytes, headers) -> None:
+        partitions = self._partitions.get(topic)
+        if partitions is None:
+            partitions = self._partitions[topic] = (await self.bus.topics()).get(topic, 1)
+        await self.bus.produce(
+            topic, value, key=key, headers=headers, partition=key_partition(key, partitions)
+        )
+
+    async def _commit(self, consumer) -> None:
+        held: dict[TopicPartition, int] = {}
+        batched = self.batcher.held_positions() if self.batcher is not None else []
+        for tp, offset in [*self.buffer.held_positions(), *batched]:
+            held[tp] = min(offset, held.get(tp, offset))
+        offsets = {}
+        for tp, done in self._done.items():
+            offset = min(done, held.get(tp, done))
+            if self._committed.get(tp) != offset:
+                offsets[tp] = offset
+        if offsets:
+            await consumer.commit(offsets)
+            self._committed.update(offsets)
+
+
+def _member_headers(headers, request_id: str) -> tuple[tuple[str, bytes], ...]:
+    """A batch member's headers: the batch's, less the batch list, with its own request id."""
+    kept = [(k, v) for k, v in headers if k not in (BATCH_HEADER, "x-request-id")]
+    if request_id:
+        kept.append(("x-request-id", request_id.encode()))
+    return tuple(kept)

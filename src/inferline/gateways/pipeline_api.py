@@ -1,0 +1,127 @@
+"""The router's handlers for `<name>.pipeline`: V2 calls to a pipeline, over REST and gRPC.
+
+REST bodies are decoded and encoded here (JSON or binary tensors, as for models); gRPC requests
+are already the protobuf the bus carries and go through untouched.
+"""
+
+import orjson
+
+from inferline.gateways.pipeline_gateway import PipelineGateway
+from inferline.protocol import json_encoding, protobuf
+from inferline.protocol.errors import InferlineError, ModelNotFound
+from inferline.protocol.proto import inference_pb2 as pb
+from inferline.scheduler.core import Scheduler
+
+PIPELINE_SUFFIX = ".pipeline"
+_JSON = b"application/json"
+
+
+def _pipeline_name(name: str) -> str:
+    return name[: -len(PIPELINE_SUFFIX)] if name.endswith(PIPELINE_SUFFIX) else name
+
+
+class PipelineApi:
+    def __init__(self, gateway: PipelineGateway, scheduler: Scheduler):
+        self.gateway = gateway
+        self.scheduler = scheduler
+
+    def _status(self, pipeline: str) -> dict:
+        try:
+            return self.scheduler.pipeline_status(pipeline)
+        except InferlineError:
+            raise ModelNotFound(f"{pipeline}{PIPELINE_SUFFIX}") from None
+
+    def ready(self, pipeline: str) -> bool:
+        status = self._status(pipeline)
+        return status["state"] == "PipelineReady" and status["modelsReady"]
+
+    def metadata(self, pipeline: str) -> dict:
+        status = self._status(pipeline)
+        return {
+            "name": pipeline,
+            "versions": [str(status["version"])],
+            "platform": "inferline-pipeline",
+            "inputs": [],
+            "outputs": [],
+        }
+
+    # --- REST ---------------------------------------------------------------------------------
+
+    async def rest(self, call, body: bytes):
+        pipeline = _pipeline_name(call.name)
+        if call.operation == "ready":
+            ready = self.ready(pipeline)
+            doc = {"name": pipeline, "ready": ready}
+            return 200 if ready else 503, [(b"content-type", _JSON)], orjson.dumps(doc)
+        if call.operation == "metadata":
+            return 200, [(b"content-type", _JSON)], orjson.dumps(self.metadata(pipeline))
+        self._status(pipeline)
+        length = _header(call.scope, b"inference-header-content-length")
+        request = json_encoding.decode_request(body, int(length) if length else None)
+        message = protobuf.request_to_proto(request, pipeline).SerializeToString()
+        headers = _x_headers(call.scope)
+        answer = await self.gateway.infer(pipeline, message, call.request_id, headers)
+        response = protobuf.response_from_proto(pb.ModelInferResponse.FromString(answer.value))
+        payload, json_length = json_encoding.encode_response(
+            response, json_encoding.binary_output_names(request)
+        )
+        out = _encode(answer.headers)
+        if json_length is None:
+            out.append((b"content-type", _JSON))
+        else:
+            out += [
+                (b"content-type", b"application/octet-stream"),
+                (b"inference-header-content-length", str(json_length).encode()),
+            ]
+        return 200, out, payload
+
+    # --- gRPC ---------------------------------------------------------------------------------
+
+    async def grpc(self, method: str, raw: bytes, name: str, context):
+        pipeline = _pipeline_name(name)
+        if method.endswith("/ModelReady"):
+            self._status(pipeline)
+            return pb.ModelReadyResponse(ready=self.ready(pipeline)).SerializeToString(), []
+        if method.endswith("/ModelMetadata"):
+            meta = self.metadata(pipeline)
+            response = pb.ModelMetadataResponse(
+                name=meta["name"], versions=meta["versions"], platform=meta["platform"]
+            )
+            return response.SerializeToString(), []
+        self._status(pipeline)
+        metadata = context.invocation_metadata() or ()
+        request_id = next((v for k, v in metadata if k == "x-request-id"), None)
+        headers = [(k, v) for k, v in metadata if k.startswith("x-") and isinstance(v, str)]
+        answer = await self.gateway.infer(pipeline, raw, request_id or _new_id(), headers)
+        return answer.value, answer.headers
+
+
+def _new_id() -> str:
+    from inferline.router.core import new_request_id
+
+    return new_request_id()
+
+
+def _header(scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _x_headers(scope) -> list[tuple[str, str]]:
+    return [
+        (key.decode("latin-1"), value.decode("latin-1"))
+        for key, value in scope["headers"]
+        if key.startswith(b"x-")
+    ]
+
+
+def _encode(headers) -> list[tuple[bytes, bytes]]:
+    return [
+        (
+            k.encode("latin-1") if isinstance(k, str) else k,
+            v.encode("latin-1") if isinstance(v, str) else v,
+        )
+        for k, v in headers
+    ]
