@@ -4,6 +4,6 @@ Two back ends behind one interface (`Bus`): `embedded` (in-process, durable on l
 `kafka` (any Kafka-compatible cluster). Everything above this layer uses only the interface.
 """
 
-from inferline.bus.base import Bus, Consumer, Message, TopicPartition
+from inferline.bus.base import Bus, BusClosedError, Consumer, Message, TopicPartition
 
-__all__ = ["Bus", "Consumer", "Message", "TopicPartition"]
+__all__ = ["Bus", "BusClosedError", "Consumer", "Message", "TopicPartition"]

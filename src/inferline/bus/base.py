@@ -10,6 +10,10 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 
+class BusClosedError(RuntimeError):
+    """The bus, or the consumer, has been closed."""
+
+
 @dataclass(slots=True, frozen=True, order=True)
 class TopicPartition:
     topic: str
@@ -45,7 +49,9 @@ class Consumer(ABC):
     @abstractmethod
     async def poll(self, timeout: float, max_messages: int = 500) -> list[Message]:
         """Messages in offset order per partition; waits up to `timeout` seconds for the first.
-        After a rebalance, reading resumes from the group's committed offsets."""
+        A partition newly assigned to a member resumes from the group's committed offset (else
+        its start rule); a partition kept through a rebalance may continue or rewind to the
+        committed offset, so callers must tolerate redelivery after a rebalance."""
 
     @abstractmethod
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
@@ -63,10 +69,12 @@ class Consumer(ABC):
 class Bus(ABC):
     @abstractmethod
     async def create_topic(self, topic: str, partitions: int | None = None) -> None:
-        """Create the topic if it does not exist (default partitions: the bus's default)."""
+        """Create the topic if it does not exist (default partitions: the bus's default); an
+        existing topic keeps its partition count."""
 
     @abstractmethod
-    async def delete_topic(self, topic: str) -> None: ...
+    async def delete_topic(self, topic: str) -> None:
+        """Delete the topic, its messages and committed offsets; a missing topic is no error."""
 
     @abstractmethod
     async def topics(self) -> dict[str, int]:
@@ -82,19 +90,30 @@ class Bus(ABC):
         partition: int | None = None,
     ) -> Message:
         """Write one message; returns it with its partition and offset once it is durable
-        (embedded: on disk; Kafka: acknowledged by the broker). Creates the topic if needed."""
+        (embedded: on disk; Kafka: acknowledged by the broker). Creates the topic if needed;
+        a partition out of range is a ValueError."""
 
     @abstractmethod
     async def consumer(
         self, group: str, topics: list[str], from_beginning: bool = False
     ) -> Consumer:
         """Join `group` reading `topics`. Partitions with no committed offset start at the end
-        (only new messages), or at the beginning with `from_beginning`."""
+        as it was when this returned (only newer messages), or at the beginning with
+        `from_beginning`."""
 
     @abstractmethod
     async def read_last(self, topic: str, count: int) -> list[Message]:
         """The last `count` messages of every partition of `topic`, oldest first per partition,
-        without joining any group (for inspection)."""
+        without joining any group (for inspection); [] for a missing topic."""
+
+    async def committed(self, group: str, topics: list[str]) -> dict[TopicPartition, int]:
+        """The group's committed offsets in those topics' partitions (only those it has)."""
+        raise NotImplementedError
+
+    async def commit_group(self, group: str, offsets: dict[TopicPartition, int]) -> None:
+        """Record offsets for a group without joining it (e.g. to hand a successor's group
+        the point its predecessor reached). The group should have no live members."""
+        raise NotImplementedError
 
     @abstractmethod
     async def close(self) -> None: ...

@@ -35,14 +35,16 @@ removes a partition's newest message, so the next offset survives restarts.
 Consumer groups. Members of a group split the partitions of the topics they subscribe to with
 Kafka's range assignor, in join order. Joining, leaving (`Consumer.close`), creating or
 deleting a subscribed topic rebalances the group at once (no join delay). A partition that
-moves to a member starts at the group's committed offset, or, with none, at the end (or the
-first kept message with `from_beginning`). A partition a member keeps through a rebalance
-keeps that member's position (like Kafka's cooperative protocol; eager Kafka would rewind it
-to the committed offset, so callers must tolerate both). Each member reads every message of
-its partitions once, in offset order, between rebalances; `commit` only records offsets for
-the group. A consumer subscribed to a topic that does not exist yet gets its partitions when
-the topic is created, before any message is written there, so it sees the first messages
-even without `from_beginning`.
+moves to a member starts at the group's committed offset; with none, at the first kept message
+with `from_beginning`, else where the log ended when that member joined (its "join point", as
+the Kafka back end does: nothing written after `consumer()` returns is skipped, even in a
+partition the member takes over later; a partition created after the join starts at its
+beginning). A partition a member keeps through a rebalance keeps that member's position (like
+Kafka's cooperative protocol; eager Kafka rewinds it to the committed offset, so callers must
+tolerate both). Each member reads every message of its partitions once, in offset order,
+between rebalances; `commit` only records offsets for the group. A consumer subscribed to a
+topic that does not exist yet gets its partitions when the topic is created, before any
+message is written there, so it sees the first messages even without `from_beginning`.
 
 Retention. With `retention_messages` (default 100,000 per partition: ~100 MB of 1 KB messages,
 enough to inspect, small enough for a laptop with dozens of topics) a partition is trimmed
@@ -68,7 +70,7 @@ from pathlib import Path
 
 from inferline.bus._assignment import range_assignment
 from inferline.bus._sqlite_log import MessageRow, SqliteLog, encode_headers
-from inferline.bus.base import Bus, Consumer, Message, TopicPartition
+from inferline.bus.base import Bus, BusClosedError, Consumer, Message, TopicPartition
 
 try:
     import fcntl
@@ -85,10 +87,6 @@ _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _CHECKPOINT_BYTES = 4 << 20
 # Past this WAL size the background checkpoints are not keeping up (see `_checkpoint_soon`).
 _WAL_LIMIT_BYTES = 128 << 20
-
-
-class BusClosedError(RuntimeError):
-    """The bus, or the consumer, has been closed."""
 
 
 @dataclass(slots=True)
@@ -213,6 +211,9 @@ class EmbeddedBus(Bus):
         for group in self._groups.values():
             for tp in [tp for tp in group.committed if tp.topic == topic]:
                 del group.committed[tp]
+            for member in group.members.values():
+                for tp in [tp for tp in member.join_points if tp.topic == topic]:
+                    del member.join_points[tp]
         self._rebalance_subscribers(topic)
 
     async def topics(self) -> dict[str, int]:
@@ -278,11 +279,36 @@ class EmbeddedBus(Bus):
         member = EmbeddedConsumer(
             self, state, self._next_member_id, tuple(dict.fromkeys(topics)), from_beginning
         )
+        if not from_beginning:
+            member.join_points = {
+                tp: self._partitions[tp].end
+                for topic in member.topics
+                for tp in (TopicPartition(topic, p) for p in range(self._topics.get(topic, 0)))
+            }
         state.members[member.member_id] = member
         for topic in member.topics:
             self._subscribers.setdefault(topic, set()).add(member)
         self._rebalance(state)
         return member
+
+    async def committed(self, group: str, topics: list[str]) -> dict[TopicPartition, int]:
+        self._check_open()
+        state = self._groups.get(group)
+        if state is not None:
+            offsets = dict(state.committed)
+        else:
+            offsets = {TopicPartition(t, p): o for (t, p), o in self._log.committed(group).items()}
+        wanted = set(topics)
+        return {tp: offset for tp, offset in offsets.items() if tp.topic in wanted}
+
+    async def commit_group(self, group: str, offsets: dict[TopicPartition, int]) -> None:
+        self._check_open()
+        if not offsets:
+            return
+        state = self._groups.get(group)
+        if state is not None:
+            state.committed.update(offsets)
+        await self._enqueue_commit(group, offsets)
 
     async def read_last(self, topic: str, count: int) -> list[Message]:
         """The last `count` messages of each partition, oldest first, partition by partition;
@@ -545,7 +571,11 @@ class EmbeddedBus(Bus):
         state = self._partitions[tp]
         committed = member.group.committed.get(tp)
         if committed is None:
-            return state.start if member.from_beginning else state.end
+            if member.from_beginning:
+                return state.start
+            # The end as it was when the member joined; a partition created since holds only
+            # newer messages, so it starts at its beginning.
+            committed = member.join_points.get(tp, state.start)
         return min(max(committed, state.start), state.end)
 
 
@@ -565,6 +595,8 @@ class EmbeddedConsumer(Consumer):
         self.member_id = member_id
         self.topics = topics
         self.from_beginning = from_beginning
+        # Where each partition's log ended when this member joined (without from_beginning).
+        self.join_points: dict[TopicPartition, int] = {}
         self._positions: dict[TopicPartition, int] = {}
         self._order: list[TopicPartition] = []
         self._next_first = 0

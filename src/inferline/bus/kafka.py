@@ -41,10 +41,7 @@ from typing import Any
 import confluent_kafka as ck
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from inferline.bus.base import Bus, Consumer, Message, TopicPartition
-
-# Shared with the embedded back end, so `except BusClosedError` works on either.
-from inferline.bus.embedded import BusClosedError
+from inferline.bus.base import Bus, BusClosedError, Consumer, Message, TopicPartition
 
 __all__ = ["COMMON_DEFAULTS", "CONSUMER_DEFAULTS", "PRODUCER_DEFAULTS", "KafkaBus"]
 
@@ -53,12 +50,18 @@ log = logging.getLogger(__name__)
 # Defaults, each overridden by the same property in the caller's config.
 COMMON_DEFAULTS: dict[str, Any] = {
     "client.id": "inferline",
-    # Small requests on a quiet connection otherwise wait for the peer's delayed ACK.
-    "socket.nagle.disable": True,
 }
 PRODUCER_DEFAULTS: dict[str, Any] = {
     "acks": "all",
-    "linger.ms": 1,
+    # No lingering, one request in flight per broker: a lone message goes out at once, and
+    # under load the messages that queue behind the request in flight form the next batch.
+    # Against Tansu (1 KB): 2,000-2,900 sequential produces/s (linger.ms=1: ~550/s) and
+    # 17,000-25,000/s with 100 in flight (linger.ms=1: about the same; linger.ms=0 with
+    # librdkafka's default of 1,000,000 in flight: ~10,000/s at 3-5x the broker CPU). It also
+    # keeps each partition in order through retries. Over a long round trip to a remote
+    # cluster, raise `max.in.flight.requests.per.connection` (and enable idempotence).
+    "linger.ms": 0,
+    "max.in.flight.requests.per.connection": 1,
 }
 CONSUMER_DEFAULTS: dict[str, Any] = {
     # Tansu holds a fetch for half this wait even when data is ready: 250 ms per hop at
@@ -247,6 +250,7 @@ class KafkaBus(Bus):
             key = _as_bytes(key, "key")
         headers = _as_headers(headers)
         count = await self._ensure_topic(topic)
+        self._check_open()  # closed while the topic was being created
         if partition is not None and not (isinstance(partition, int) and 0 <= partition < count):
             # The topic may have grown since this bus looked: look again before refusing.
             count = self._partitions[topic] = await asyncio.to_thread(self._partition_count, topic)
@@ -423,6 +427,65 @@ class KafkaBus(Bus):
         _, kept = self._probe(tps, back=count)
         return [message for tp in tps for message in kept[tp]]
 
+    # --- group offsets without joining ------------------------------------------------------
+
+    async def committed(self, group: str, topics: list[str]) -> dict[TopicPartition, int]:
+        self._check_open()
+        partitions = []
+        for topic in dict.fromkeys(topics):
+            count = await asyncio.to_thread(self._partition_count, topic)
+            partitions += [TopicPartition(topic, index) for index in range(count)]
+        if not partitions:
+            return {}
+        return await asyncio.to_thread(self._committed, group, partitions)
+
+    def _committed(self, group: str, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        client = self._group_client(group)
+        try:
+            found = client.committed(
+                [ck.TopicPartition(tp.topic, tp.partition) for tp in partitions],
+                timeout=_ADMIN_TIMEOUT,
+            )
+        finally:
+            client.close()
+        for part in found:
+            if part.error is not None:
+                raise _kafka_error(part.error)
+        return {TopicPartition(p.topic, p.partition): p.offset for p in found if p.offset >= 0}
+
+    async def commit_group(self, group: str, offsets: dict[TopicPartition, int]) -> None:
+        self._check_open()
+        _check_offsets(offsets)
+        if offsets:
+            await asyncio.to_thread(self._commit_group, group, offsets)
+
+    def _commit_group(self, group: str, offsets: dict[TopicPartition, int]) -> None:
+        # A consumer that has not joined commits as a "simple" consumer (generation -1), which
+        # the broker accepts only while the group has no live members.
+        client = self._group_client(group)
+        try:
+            done = client.commit(
+                offsets=[
+                    ck.TopicPartition(tp.topic, tp.partition, at) for tp, at in offsets.items()
+                ],
+                asynchronous=False,
+            )
+        finally:
+            client.close()
+        for part in done or ():
+            if part.error is not None:
+                raise _kafka_error(part.error)
+
+    def _group_client(self, group: str) -> ck.Consumer:
+        """A consumer of `group` that never subscribes, so it never joins the group."""
+        if not isinstance(group, str) or not group:
+            raise ValueError(f"group must be a non-empty string, got {group!r}")
+        return ck.Consumer(
+            self._client_config(
+                CONSUMER_DEFAULTS, **{"group.id": group, "enable.auto.commit": False}
+            )
+        )
+
     # --- lifecycle -------------------------------------------------------------------------
 
     def _check_open(self) -> None:
@@ -436,11 +499,16 @@ class KafkaBus(Bus):
         for consumer in list(self._consumers):
             await consumer.close()
         remaining = await asyncio.to_thread(self._producer.flush, _ADMIN_TIMEOUT)
+        if remaining:
+            log.warning("closing the Kafka bus with %d messages undelivered", remaining)
+            self._producer.purge()  # their `produce` calls fail rather than wait forever
+            self._producer.poll(0)
         self._closing.set()
         await asyncio.to_thread(self._delivery_thread.join)
         self._dispatch_reports()
-        if remaining:
-            log.warning("closed the Kafka bus with %d messages undelivered", remaining)
+        # Release the clients' connections now: a broker may wait for them when stopping.
+        self._producer.close()
+        del self._producer, self._admin
 
 
 def _resolve_deliveries(reports: list[list]) -> None:
@@ -460,6 +528,14 @@ def _resolve_deliveries(reports: list[list]) -> None:
                     timestamp_ms=stamp if kind != ck.TIMESTAMP_NOT_AVAILABLE else 0,
                 )
             )
+
+
+def _check_offsets(offsets: dict[TopicPartition, int]) -> None:
+    for tp, offset in offsets.items():
+        if not isinstance(tp, TopicPartition):
+            raise TypeError(f"commit keys must be TopicPartition, got {tp!r}")
+        if not isinstance(offset, int) or offset < 0:
+            raise ValueError(f"offset for {tp} must be a non-negative int, got {offset!r}")
 
 
 def _as_bytes(data: object, what: str) -> bytes:
@@ -558,11 +634,7 @@ class KafkaConsumer(Consumer):
                 return []
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
-        for tp, offset in offsets.items():
-            if not isinstance(tp, TopicPartition):
-                raise TypeError(f"commit keys must be TopicPartition, got {tp!r}")
-            if not isinstance(offset, int) or offset < 0:
-                raise ValueError(f"offset for {tp} must be a non-negative int, got {offset!r}")
+        _check_offsets(offsets)
         if self._closing:
             raise BusClosedError(f"{self!r} is closed")
         if not offsets:

@@ -1,6 +1,7 @@
 """Resource commands: `load` / `unload` / `status -f FILE`, and the `model`, `server`,
 `pipeline` and `experiment` groups, as Seldon's CLI has them."""
 
+import sys
 from typing import Annotated
 
 import orjson
@@ -424,13 +425,14 @@ def pipeline_inspect(
                     message.pop("headers", None)
         output.print_json(found)
         return
+    # Plain tab-separated lines: for `cut` and scripts, so no rich markup or wrapping.
     for target in found:
         for message in target["messages"]:
             body = message.get("payload", message.get("error"))
-            line = f"{target['name']}\t{message['key']}\t{orjson.dumps(body).decode()}"
+            fields = [target["name"], message["key"], orjson.dumps(body).decode()]
             if verbose:
-                line += f"\t{orjson.dumps(message['headers']).decode()}"
-            output.console.print(line, highlight=False, soft_wrap=True)
+                fields.append(orjson.dumps(message["headers"]).decode())
+            sys.stdout.write("\t".join(fields) + "\n")
 
 
 # --- experiment: stored and validated now, run in a later release -------------------------------

@@ -1,8 +1,9 @@
 """The dataflow engine: runs every pipeline's current version as stage runners, and a model
 gateway for every model a running pipeline uses.
 
-Consumer groups are named per pipeline and stage, not per version: a new version takes over its
-predecessor's committed offsets, so nothing written while versions change is lost or skipped.
+Consumer groups are named per pipeline version and stage; a new version's stages take over the
+committed offsets of the same stages of the version it replaces, so nothing written while
+versions change is lost or skipped.
 """
 
 import asyncio
@@ -66,10 +67,13 @@ class DataflowEngine:
         """Run `version` of pipeline `name`, replacing any running version. It is reported
         ready once every stage and model gateway reads its topics (and `ready_also` are set)."""
         plan = plan_pipeline(name, version, spec, self.topics)
+        previous = self.pipelines.get(name)
         await self.stop_pipeline(name)
         for stage in plan.stages:
             for topic in (*stage.topics, stage.sink_topic):
                 await self.bus.create_topic(topic)
+        if previous is not None:
+            await self._hand_over(previous.plan, plan)
         run = PipelineRun(plan, [], [])
         for stage in plan.stages:
             runner = StageRunner(
@@ -77,7 +81,7 @@ class DataflowEngine:
                 version,
                 self.bus,
                 self.topics,
-                group=f"dataflow.{name}.{stage.name.replace(' ', '.')}",
+                group=stage_group(plan, stage),
                 on_seen=run.note,
             )
             run.runners.append(runner)
@@ -88,6 +92,23 @@ class DataflowEngine:
         await self._report(name, version, "PipelineCreating", "")
         self._watchers.add(asyncio.create_task(self._watch_ready(name, run, list(ready_also))))
         return plan
+
+    async def _hand_over(self, old: PipelinePlan, new: PipelinePlan) -> None:
+        """A stage the replaced version also had starts where that one stopped, so nothing
+        written while versions change is skipped; stages new to this version start at the end
+        of their topics, as Seldon's do."""
+        old_stages = {stage.name: stage for stage in old.stages}
+        for stage in new.stages:
+            before = old_stages.get(stage.name)
+            if before is None:
+                continue
+            topics = sorted(stage.topics & before.topics)
+            group = stage_group(new, stage)
+            if not topics or await self.bus.committed(group, topics):
+                continue  # nothing shared, or this version already ran (a restart)
+            offsets = await self.bus.committed(stage_group(old, before), topics)
+            if offsets:
+                await self.bus.commit_group(group, offsets)
 
     async def _watch_ready(self, name: str, run: PipelineRun, also: list[asyncio.Event]) -> None:
         waits = [r.ready.wait() for r in run.runners] + [event.wait() for event in also]
@@ -154,3 +175,9 @@ class DataflowEngine:
             result = self.on_status(name, version, state, reason)
             if asyncio.iscoroutine(result):
                 await result
+
+
+def stage_group(plan: PipelinePlan, stage) -> str:
+    """Each version has its own consumer groups, so an older version loaded again does not
+    resume from the point it reached long ago."""
+    return f"dataflow.{plan.name}.v{plan.version}.{stage.name.replace(' ', '.')}"

@@ -33,9 +33,11 @@ DEFAULT_TIMEOUT = 60.0
 
 
 class PipelineStepError(InferlineError):
-    """A step rejected the request: 400 `<model> : <message>`, as Seldon answers."""
+    """A step rejected the request: 400 `<model> : <message>`, as Seldon answers (and gRPC
+    UNKNOWN, Seldon's code for it)."""
 
     status = 400
+    grpc_code = "UNKNOWN"
 
     def __init__(self, message: str, headers: list[tuple[str, str]]):
         super().__init__(message)

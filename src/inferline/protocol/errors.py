@@ -9,6 +9,8 @@ class InferlineError(Exception):
     """Base class: a problem with the caller's request, answered with `status`."""
 
     status = 400
+    # The gRPC status code's name when it is not the one `status` maps to.
+    grpc_code: str | None = None
 
     def __init__(self, message: str, headers: list[tuple[str, str]] | None = None):
         super().__init__(message)

@@ -153,7 +153,8 @@ class RouterGrpcService:
                 answer = await self._forward(method, raw, metadata, request_id, route)
         except InferlineError as exc:
             await context.send_initial_metadata(_merge_metadata(reply, exc.headers))
-            await context.abort(grpc_code_for(exc.status), exc.message)
+            code = grpc.StatusCode[exc.grpc_code] if exc.grpc_code else grpc_code_for(exc.status)
+            await context.abort(code, exc.message)
         except UpstreamStatus as exc:
             await context.send_initial_metadata(reply)
             await context.abort(exc.code, exc.details)

@@ -355,3 +355,28 @@ async def test_acknowledged_messages_survive_a_restart(make_bus, topic):
     reader = Reader(await reopened.consumer(f"{topic}.g", [topic], from_beginning=True))
     await poll_until([reader], lambda: len(reader.messages) >= 60, "all 60 messages")
     assert sorted(map(essence, reader.messages)) == sorted(map(essence, sent))
+
+
+async def test_a_group_can_start_where_another_group_stopped(make_bus, topic, poll_quietly):
+    # How a new pipeline version takes over from the one it replaces.
+    bus = await make_bus()
+    await bus.create_topic(topic, 2)
+    for partition in range(2):
+        for i in range(5):
+            await bus.produce(topic, f"{partition}-{i}".encode(), partition=partition)
+    old, new = f"{topic}.v1", f"{topic}.v2"
+    reader = Reader(await bus.consumer(old, [topic], from_beginning=True))
+    await poll_until([reader], lambda: len(reader.messages) >= 10, "all 10 messages")
+    await reader.consumer.commit({TopicPartition(topic, 0): 3, TopicPartition(topic, 1): 5})
+    await reader.consumer.close()
+
+    assert await bus.committed(new, [topic]) == {}
+    offsets = await bus.committed(old, [topic])
+    assert offsets == {TopicPartition(topic, 0): 3, TopicPartition(topic, 1): 5}
+    await bus.commit_group(new, offsets)
+    assert await bus.committed(new, [topic]) == offsets
+
+    successor = Reader(await bus.consumer(new, [topic]))
+    await poll_until([successor], lambda: len(successor.messages) >= 2, "the rest of partition 0")
+    await poll_quietly([successor])
+    assert successor.positions() == [(0, 3), (0, 4)]

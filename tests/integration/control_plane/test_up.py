@@ -137,9 +137,9 @@ def test_model_metadata_is_the_served_version(up, iris):
 
 
 def test_model_list_server_list_and_server_status(up, iris):
-    models = up.cli("model", "list", "--json")
-    (iris_status,) = [m for m in json.loads(models.stdout) if m["modelName"] == "iris"]
-    assert iris_status["state"] == "ModelAvailable"
+    models = table_rows(up.cli("model", "list").stdout)
+    # model / version / state / replicas / server / reason
+    assert ["iris", "1", "ModelAvailable", "1/1", "mlserver", ""] in models, models
 
     table = up.cli("server", "list").stdout
     assert ["mlserver", "2", "1"] in table_rows(table), table  # server / replicas / models

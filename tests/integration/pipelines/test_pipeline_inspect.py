@@ -147,13 +147,6 @@ def test_raw_format_prints_one_line_per_message(up, key):
         assert {t["name"]: t["data"] for t in tensors} == EXPECTED[name]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "src bug: cli/resources.py pipeline_inspect prints raw lines through rich's "
-        "console.print, which expands the tab separators into spaces"
-    ),
-)
 def test_raw_format_separates_topic_key_and_payload_with_tabs(up, key):
     result = up.cli(
         "pipeline", "inspect", "tfsimples.outputs", "--request-id", key, "--format", "raw"

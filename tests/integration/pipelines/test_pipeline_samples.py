@@ -236,14 +236,6 @@ def test_trigger_joins_run_the_triggered_step(up, trigger, expected):
     assert outputs_by_name(body) == {"OUTPUT": expected}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "src bug: a step whose trigger never fires (conditional routing by trigger, reference "
-        "b.5/b.7) writes a join-window error to the pipeline's outputs topic after the request "
-        "was already answered by the other branch (dataflow/stage.py StageRunner._timed_out)"
-    ),
-)
 def test_trigger_joins_branch_that_never_triggers_leaves_no_error_behind(up):
     request = {"inputs": [fp32("ok1", [1]), fp32("INPUT", [1, 2, 3, 4])]}
     pipeline = "trigger-joins-window"
@@ -316,14 +308,6 @@ def test_outlier_input_is_an_error_status_with_the_same_text_over_grpc(up):
     assert failure.value.status() != "StatusCode.OK"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "src deviation: a failing step answers gRPC INVALID_ARGUMENT (router/grpc.py maps "
-        "PipelineStepError's 400 like any 400); Seldon's pipeline gateway answers UNKNOWN "
-        "(reference b.11, d)"
-    ),
-)
 def test_outlier_input_over_grpc_is_status_unknown_as_in_seldon(up):
     client = triton_grpc.InferenceServerClient(up.grpc_address)
     try:
@@ -354,14 +338,6 @@ def test_pipeline_versions_answer_with_the_latest_version(up, model_root):
     assert outputs_by_name(body) == {"OUTPUT": [10, 20, 30, 40]}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "src bug: stage consumer groups are named per pipeline and stage, not version "
-        "(dataflow/engine.py start_pipeline), so a version whose step ran in an older version "
-        "resumes that step's old offsets and replays every request answered in between"
-    ),
-)
 def test_reapplying_an_older_spec_does_not_replay_requests_answered_meanwhile(up, model_root):
     up.apply(sample_documents("pipelines/version-test-a.yaml", model_root))
     version = up.pipeline("version-test")["version"]

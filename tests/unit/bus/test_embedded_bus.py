@@ -617,3 +617,14 @@ def test_members_committing_what_they_read_see_every_message_exactly_once(ops):
 
     with tempfile.TemporaryDirectory() as folder:
         asyncio.run(run(folder))
+
+
+async def test_a_taken_over_partition_without_commit_starts_at_the_join_point(bus):
+    await bus.create_topic("t", 2)
+    first = await bus.consumer("g", ["t"])
+    second = await bus.consumer("g", ["t"])  # joins when partition 0 ends at offset 0
+    assert second.assignment() == {tp("t", 1)}
+    missed = await bus.produce("t", b"first never read it", partition=0)
+    await first.close()
+    assert second.assignment() == {tp("t", 0), tp("t", 1)}
+    assert await second.poll(0) == [missed]

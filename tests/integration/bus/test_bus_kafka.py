@@ -1,0 +1,236 @@
+"""What only the Kafka back end has to show: the test broker works, client properties reach
+librdkafka, Seldon users' plain Kafka tooling reads our topics and writes into them, and the
+workarounds for Tansu and for confluent-kafka's threading hold.
+
+The contract every back end meets is in `test_bus_contract.py`.
+"""
+
+import asyncio
+import json
+import time
+
+import pytest
+
+ck = pytest.importorskip("confluent_kafka")
+
+from confluent_kafka.admin import AdminClient  # noqa: E402
+
+from inferline.bus.base import TopicPartition  # noqa: E402
+from inferline.bus.kafka import KafkaBus  # noqa: E402
+
+WAIT = 20.0  # seconds, for group joins and deliveries
+
+
+@pytest.fixture
+async def bus(tansu_broker):
+    bus = KafkaBus({"bootstrap.servers": tansu_broker})
+    yield bus
+    await bus.close()
+
+
+def raw_consumer(tansu_broker: str, **config) -> "ck.Consumer":
+    return ck.Consumer(
+        {
+            "bootstrap.servers": tansu_broker,
+            "group.id": "raw-reader",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 10,
+            **config,
+        }
+    )
+
+
+def read_raw(consumer: "ck.Consumer", count: int) -> list:
+    """`count` messages from a plain confluent-kafka consumer (blocking; run it in a thread)."""
+    got = []
+    deadline = time.monotonic() + WAIT
+    while len(got) < count and time.monotonic() < deadline:
+        message = consumer.poll(0.2)
+        if message is not None and message.error() is None:
+            got.append(message)
+    return got
+
+
+async def wait_for(condition, what: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+# --- the broker fixture -------------------------------------------------------------------------
+
+
+def test_broker_fixture_answers_kafka_metadata(tansu_broker):
+    host, port = tansu_broker.rsplit(":", 1)
+    assert host == "127.0.0.1" and int(port) > 0
+    metadata = AdminClient({"bootstrap.servers": tansu_broker}).list_topics(timeout=10)
+    assert metadata.brokers, "the broker lists itself"
+
+
+# --- client properties --------------------------------------------------------------------------
+
+
+async def test_client_properties_reach_librdkafka(tansu_broker, topic):
+    """Every property goes to every client unchanged, callbacks included; librdkafka's
+    statistics name the client id we gave, for the producer and for a consumer alike."""
+    stats: list[dict] = []
+    bus = KafkaBus(
+        {
+            "bootstrap.servers": tansu_broker,
+            "client.id": "seldon-tooling-test",
+            "statistics.interval.ms": 100,
+            "stats_cb": lambda raw: stats.append(json.loads(raw)),
+        }
+    )
+    try:
+        await bus.produce(topic, b"x")
+        consumer = await bus.consumer(f"{topic}.g", [topic])
+        await wait_for(
+            lambda: {s["type"] for s in stats} >= {"producer", "consumer"},
+            "statistics from the producer and the consumer",
+        )
+        assert {s["client_id"] for s in stats} == {"seldon-tooling-test"}
+        await consumer.close()
+    finally:
+        await bus.close()
+
+
+def test_an_invalid_client_property_fails_at_construction(tansu_broker):
+    with pytest.raises(ValueError, match=r"security\.protocol"):
+        KafkaBus({"bootstrap.servers": tansu_broker, "security.protocol": "carrier-pigeon"})
+    with pytest.raises(ValueError, match=r"no\.such\.property"):
+        KafkaBus({"bootstrap.servers": tansu_broker, "no.such.property": "1"})
+    with pytest.raises(ValueError, match=r"bootstrap\.servers"):
+        KafkaBus({"client.id": "nowhere"})
+
+
+# --- interoperating with the plain confluent-kafka client ---------------------------------------
+
+
+async def test_plain_kafka_client_reads_what_the_bus_wrote(bus, tansu_broker, topic):
+    await bus.create_topic(topic, 3)
+    headers = [("pipeline", b"p1"), ("x-request-id", b"a"), ("x-request-id", b"b"), ("e", b"")]
+    sent = await bus.produce(topic, b"\x08\x01payload", key=b"1.p1.req-7", headers=headers)
+
+    reader = raw_consumer(tansu_broker)
+    reader.assign([ck.TopicPartition(topic, sent.partition, sent.offset)])
+    try:
+        (got,) = await asyncio.to_thread(read_raw, reader, 1)
+    finally:
+        reader.close()
+    assert (got.topic(), got.partition(), got.offset()) == (topic, sent.partition, sent.offset)
+    assert (got.key(), got.value()) == (b"1.p1.req-7", b"\x08\x01payload")
+    assert got.headers() == headers
+    assert got.timestamp()[1] == sent.timestamp_ms
+
+
+async def test_bus_reads_what_a_plain_kafka_client_wrote(bus, tansu_broker, topic):
+    await bus.create_topic(topic, 3)
+    consumer = await bus.consumer(f"{topic}.g", [topic])
+    writer = ck.Producer({"bootstrap.servers": tansu_broker})
+    reports = []
+    headers = [("pipeline", b"p1"), ("x-request-id", b"a"), ("x-request-id", b"b")]
+    writer.produce(
+        topic,
+        b"from seldon",
+        key=b"2.p1.req-9",
+        headers=headers,
+        on_delivery=lambda error, message: reports.append((error, message)),
+    )
+    assert await asyncio.to_thread(writer.flush, WAIT) == 0
+    ((error, report),) = reports
+    assert error is None
+
+    messages = []
+    deadline = time.monotonic() + WAIT
+    while not messages and time.monotonic() < deadline:
+        messages = await consumer.poll(1.0)
+    (got,) = messages
+    assert (got.topic, got.partition, got.offset) == (topic, report.partition(), report.offset())
+    assert (got.key, got.value, got.headers) == (b"2.p1.req-9", b"from seldon", tuple(headers))
+    assert got.header("x-request-id") == b"b"
+    await consumer.close()
+
+
+async def test_keys_land_where_the_plain_client_puts_them(bus, tansu_broker, topic):
+    """Both use librdkafka's default partitioner (crc32 of the key, as the embedded bus does),
+    so a request keyed by Seldon tooling and by us meets in the same partition."""
+    await bus.create_topic(topic, 5)
+    writer = ck.Producer({"bootstrap.servers": tansu_broker})
+    theirs: dict[bytes, int] = {}
+    for i in range(20):
+        key = f"0.pipeline.request-{i}".encode()
+        writer.produce(
+            topic,
+            b"x",
+            key=key,
+            on_delivery=lambda _, message, key=key: theirs.__setitem__(key, message.partition()),
+        )
+    assert await asyncio.to_thread(writer.flush, WAIT) == 0
+    ours = {key: (await bus.produce(topic, b"y", key=key)).partition for key in theirs}
+    assert ours == theirs
+
+
+# --- Tansu and threading workarounds ------------------------------------------------------------
+
+
+async def test_ends_are_exact_after_batched_writes(bus, topic):
+    """Tansu reports a partition's end as the last record batch's first offset plus one. Batched
+    writes must neither shorten `read_last` nor leak old messages to a new group."""
+    await bus.create_topic(topic, 1)
+    sent = await asyncio.gather(*(bus.produce(topic, f"old-{i}".encode()) for i in range(50)))
+    assert sorted(m.offset for m in sent) == list(range(50))
+
+    last = await bus.read_last(topic, 3)
+    assert [(m.offset, m.value) for m in last] == [
+        (47, b"old-47"),
+        (48, b"old-48"),
+        (49, b"old-49"),
+    ]
+
+    consumer = await bus.consumer(f"{topic}.g", [topic])
+    new = await bus.produce(topic, b"new")
+    received = []
+    deadline = time.monotonic() + WAIT
+    while not received and time.monotonic() < deadline:
+        received = await consumer.poll(1.0)
+    received += await consumer.poll(0.5)  # anything old would be here too
+    assert [(m.offset, m.value) for m in received] == [(new.offset, b"new")]
+    await consumer.close()
+
+
+async def test_commit_does_not_wait_for_a_pending_poll(bus, topic):
+    """confluent-kafka lets one call at a time into a consumer; a commit must not queue behind
+    a long poll that is waiting for messages."""
+    await bus.create_topic(topic, 1)
+    consumer = await bus.consumer(f"{topic}.g", [topic])
+    waiting = asyncio.create_task(consumer.poll(10.0))
+    await asyncio.sleep(0.2)
+    started = time.monotonic()
+    await consumer.commit({TopicPartition(topic, 0): 0})
+    assert time.monotonic() - started < 1.0
+    assert not waiting.done()
+    await consumer.close()
+    with pytest.raises(RuntimeError):
+        await waiting
+
+
+async def test_a_member_keeps_its_group_without_being_polled(bus, topic):
+    """Rebalances are served in the background: a second member can join while the first one's
+    application is busy elsewhere, and the two split the partitions."""
+    await bus.create_topic(topic, 2)
+    group = f"{topic}.g"
+    first = await bus.consumer(group, [topic])
+    assert first.assignment() == {TopicPartition(topic, 0), TopicPartition(topic, 1)}
+    second = await bus.consumer(group, [topic])
+    await wait_for(
+        lambda: len(first.assignment()) == len(second.assignment()) == 1,
+        "the two members to split two partitions",
+    )
+    assert first.assignment() | second.assignment() == {
+        TopicPartition(topic, 0),
+        TopicPartition(topic, 1),
+    }
+    await second.close()
+    await first.close()
