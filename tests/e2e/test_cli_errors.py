@@ -151,13 +151,6 @@ def test_invalid_inference_request():
     assert line == "error: invalid inference request: 'inputs' must be a list"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "src bug: cli/resources.py fail() prints through rich's stderr Console, which wraps "
-        "long messages at 80 columns when stderr is not a terminal"
-    ),
-)
 def test_a_long_error_stays_on_one_line_at_the_default_width():
     address = nobody_listens()
     result = inferline("model", "list", columns=None, INFERLINE_SCHEDULER_HOST=address)

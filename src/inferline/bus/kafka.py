@@ -33,6 +33,7 @@ import contextlib
 import dataclasses
 import logging
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -83,6 +84,8 @@ _HOT_FOR = 0.25
 _FETCH_BATCH = 1000
 _BUFFER_HIGH = 10_000
 _BUFFER_LOW = 2_000
+# Kafka's rule for topic names (the embedded bus applies the same).
+_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 # Admin requests and metadata waits.
 _ADMIN_TIMEOUT = 30.0
 # How long an end-of-partition probe may read before it settles for what it has seen.
@@ -160,6 +163,11 @@ class KafkaBus(Bus):
 
     async def create_topic(self, topic: str, partitions: int | None = None) -> None:
         self._check_open()
+        _check_topic_name(topic)
+        if partitions is not None and (not isinstance(partitions, int) or partitions < 1):
+            raise ValueError(
+                f"partitions must be at least 1 for topic {topic!r}, got {partitions!r}"
+            )
         count = partitions or self._default_partitions
         futures = self._admin.create_topics(
             [NewTopic(topic, num_partitions=count)], request_timeout=_ADMIN_TIMEOUT
@@ -245,6 +253,7 @@ class KafkaBus(Bus):
         partition: int | None = None,
     ) -> Message:
         self._check_open()
+        _check_topic_name(topic)
         value = _as_bytes(value, "value")
         if key is not None:
             key = _as_bytes(key, "key")
@@ -313,6 +322,8 @@ class KafkaBus(Bus):
         if isinstance(topics, str) or not topics:
             raise ValueError(f"topics must be a non-empty list of topic names, got {topics!r}")
         topics = list(dict.fromkeys(topics))
+        for topic in topics:
+            _check_topic_name(topic)
         partitions: list[TopicPartition] = []
         for topic in topics:
             count = await self._ensure_topic(topic)
@@ -528,6 +539,13 @@ def _resolve_deliveries(reports: list[list]) -> None:
                     timestamp_ms=stamp if kind != ck.TIMESTAMP_NOT_AVAILABLE else 0,
                 )
             )
+
+
+def _check_topic_name(topic: str) -> None:
+    if not isinstance(topic, str) or not _TOPIC_NAME.fullmatch(topic) or topic in (".", ".."):
+        raise ValueError(
+            f"invalid topic name {topic!r}: use 1 to 249 of A-Z a-z 0-9 . _ - (Kafka's rule)"
+        )
 
 
 def _check_offsets(offsets: dict[TopicPartition, int]) -> None:
@@ -795,10 +813,12 @@ class KafkaConsumer(Consumer):
         if self._cooperative:
             client.incremental_assign(starts)
             self._assignment = self._assignment | given
+            if self._paused:  # the buffer is still full: the new partitions wait too
+                client.pause(partitions)
         else:
             client.assign(starts)
             self._assignment = given
-        self._paused = False
+            self._paused = False
         self._last_activity = time.monotonic()
         self._call_loop(self._mark_joined)
 
@@ -815,6 +835,8 @@ class KafkaConsumer(Consumer):
             self._buffer.clear()
             self._buffer.extend(kept)
         self._assignment = self._assignment - gone
+        if self._paused:  # librdkafka keeps a partition's pause; its next assignment must not
+            client.resume(partitions)
         if self._cooperative:
             client.incremental_unassign(partitions)
         else:

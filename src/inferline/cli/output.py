@@ -6,8 +6,9 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
-errors = Console(stderr=True)
+# soft_wrap: a long line stays one line when there is no terminal (scripts, CI, files).
+console = Console(soft_wrap=True)
+errors = Console(stderr=True, soft_wrap=True)
 
 
 def print_json(doc: Any) -> None:

@@ -6,7 +6,6 @@ from typing import Annotated
 
 import orjson
 import typer
-import yaml
 
 from inferline.cli import output
 from inferline.cli.client import (
@@ -18,6 +17,7 @@ from inferline.cli.client import (
     scheduler_host,
 )
 from inferline.cli.infer import InferOptions, Inferrer, run_loop
+from inferline.resources import ResourceError, load_resources
 
 SchedulerHost = Annotated[
     str | None,
@@ -41,18 +41,6 @@ def client(host: str | None) -> SchedulerClient:
     return SchedulerClient(scheduler_host(host))
 
 
-def _names_in(text: str) -> list[tuple[str, str]]:
-    try:
-        documents = [d for d in yaml.safe_load_all(text) if d]
-    except yaml.YAMLError as exc:
-        raise CLIError(f"invalid YAML: {exc}".splitlines()[0]) from None
-    return [
-        (str(d.get("kind", "")), str((d.get("metadata") or {}).get("name", "")))
-        for d in documents
-        if isinstance(d, dict)
-    ]
-
-
 def _print_results(results: list[dict[str, str]]) -> None:
     for r in results:
         output.console.print(f"{r['kind'].lower()}/{r['name']} {r['result']}", highlight=False)
@@ -61,10 +49,23 @@ def _print_results(results: list[dict[str, str]]) -> None:
 # --- top level: load / unload / status ---------------------------------------------------------
 
 
+def _parsed(file: str) -> tuple[str, list]:
+    """The file's text and resources, validated here first so that errors name the file."""
+    text = read_file(file)
+    try:
+        return text, load_resources(text, source=file)
+    except ResourceError as exc:
+        raise CLIError(exc.message) from None
+
+
+def _checked(file: str) -> str:
+    return _parsed(file)[0]
+
+
 def load(file: FileOption, scheduler_host: SchedulerHost = None) -> None:
     """Apply every resource in FILE (create or update)."""
     try:
-        _print_results(client(scheduler_host).apply(read_file(file)))
+        _print_results(client(scheduler_host).apply(_checked(file)))
     except CLIError as exc:
         fail(str(exc))
 
@@ -72,7 +73,7 @@ def load(file: FileOption, scheduler_host: SchedulerHost = None) -> None:
 def unload(file: FileOption, scheduler_host: SchedulerHost = None) -> None:
     """Delete every resource named in FILE."""
     try:
-        _print_results(client(scheduler_host).delete_all(read_file(file)))
+        _print_results(client(scheduler_host).delete_all(_checked(file)))
     except CLIError as exc:
         fail(str(exc))
 
@@ -91,7 +92,7 @@ def status(
     try:
         api = client(scheduler_host)
         statuses = []
-        for kind, name in _names_in(read_file(file)):
+        for kind, name in [(r.kind, r.name) for r in _parsed(file)[1]]:
             plural = f"{kind.lower()}s"
             if wait and kind in _READY:
                 statuses.append((kind, api.wait_for(plural, name, _READY[kind], timeout)))

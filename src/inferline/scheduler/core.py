@@ -131,10 +131,10 @@ class Scheduler:
             "modelName": name,
             "state": latest.state,
             "reason": latest.reason,
-            "availableReplicas": len(latest.available_replicas(self.replicas)),
+            "availableReplicas": len(latest.available_replicas(self._view())),
             "desiredReplicas": latest.spec.replicas,
             "version": latest.version,
-            "versions": [v.to_status(self.replicas) for v in reversed(versions)],
+            "versions": [v.to_status(self._view()) for v in reversed(versions)],
             "annotations": resource.annotations,
         }
 
@@ -255,6 +255,7 @@ class Scheduler:
 
     def route_table(self) -> RouteTable:
         table = RouteTable(generation=self.generation)
+        view = self._view()
         for name, versions in self.versions.items():
             latest = versions[-1]
             route = ModelRoute(name, latest.internal_name, latest.version, timeout=_timeout(latest))
@@ -262,8 +263,8 @@ class Scheduler:
             for version in reversed(versions):
                 endpoints = [
                     Endpoint(r.http, r.grpc, r.key.server, r.key.index)
-                    for k in version.available_replicas(self.replicas)
-                    if (r := self.replicas[k])
+                    for k in version.available_replicas(view)
+                    if (r := view[k])
                 ]
                 if endpoints:
                     route.internal_name, route.version = version.internal_name, version.version
@@ -293,6 +294,22 @@ class Scheduler:
 
     # --- reconciliation -----------------------------------------------------------------------
 
+    def _view(self) -> dict[ReplicaKey, ReplicaState]:
+        """The connected replicas, plus, while the reconnect grace after a restart lasts, the
+        ones that were serving before it: presumed to still hold what they held."""
+        if not self._in_grace():
+            return self.replicas
+        view = dict(self.replicas)
+        for versions in self.versions.values():
+            for version in versions:
+                for key, (http, grpc) in version.serving.items():
+                    if key in self.replicas or key in self._seen:
+                        continue
+                    if key not in view:
+                        view[key] = ReplicaState(key, http, grpc, frozenset(), 0, 0)
+                    view[key].models[version.internal_name] = ("READY", "")
+        return view
+
     def _in_grace(self) -> bool:
         return time.monotonic() - self.started < self.replica_grace
 
@@ -317,8 +334,9 @@ class Scheduler:
                 else:
                     version.assigned = placement.replicas
                 version.failure = placement.failure
+            view = self._view()
             for version in versions:
-                version.update_status(self.replicas)
+                version.update_status(view)
             self._retire_old_versions(name)
             for version in self.versions.get(name, []):
                 self._save_version(version)
@@ -414,6 +432,10 @@ class Scheduler:
                 version.state = doc.get("state", version.state)
                 version.reason = doc.get("reason", "")
                 version.last_change = doc.get("lastChange", version.last_change)
+                version.serving = {
+                    ReplicaKey(server, index): (http, grpc)
+                    for server, index, http, grpc in doc.get("serving", [])
+                }
                 self.versions.setdefault(model, []).append(version)
 
 

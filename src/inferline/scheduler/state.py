@@ -76,6 +76,9 @@ class ModelVersion:
     state: str = MODEL_PROGRESSING
     reason: str = ""
     last_change: float = field(default_factory=time.time)
+    # Where this version was last seen answering: after a scheduler restart the routes point
+    # there until the replicas reconnect (or their grace ends).
+    serving: dict[ReplicaKey, tuple[str, str]] = field(default_factory=dict)
 
     @property
     def internal_name(self) -> str:
@@ -91,10 +94,16 @@ class ModelVersion:
             "state": self.state,
             "reason": self.reason,
             "lastChange": self.last_change,
+            "serving": [
+                [k.server, k.index, http, grpc] for k, (http, grpc) in self.serving.items()
+            ],
         }
 
     def update_status(self, replicas: dict[ReplicaKey, ReplicaState]) -> bool:
         """Recompute state and reason from placement and agent reports; True if it changed."""
+        self.serving = {
+            k: (replicas[k].http, replicas[k].grpc) for k in self.available_replicas(replicas)
+        }
         state, reason = self._status(replicas)
         if (state, reason) == (self.state, self.reason):
             return False

@@ -25,6 +25,8 @@ def register_storage(scheme: str, storage: Storage) -> None:
 
 
 def fetch(uri: str, base: Path | None = None) -> Path:
+    if not uri or not uri.strip():
+        raise InvalidModelURI("model URI is empty")
     scheme = urlparse(uri).scheme
     # A one-letter scheme is a Windows drive letter, not a URI scheme.
     if len(scheme) <= 1:

@@ -161,13 +161,6 @@ def test_restarted_server_that_held_a_model_takes_models_again(components_iris, 
     platform.wait_iris_answers("iris-pair", "iris-pair_1")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "src bug: a restarted scheduler publishes routes without endpoints for models whose "
-        "servers have not reconnected yet, and the router drops its working routes (503)"
-    ),
-)
 def test_router_keeps_serving_while_servers_reconnect_to_a_restarted_scheduler(components_iris):
     platform = components_iris
     version = settled(platform)

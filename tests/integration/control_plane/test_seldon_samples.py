@@ -143,13 +143,6 @@ def test_gs_uri_without_a_storage_back_end_is_model_failed(up):
         remove(up, name)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "src bug: an empty storageUri is read as the server's working directory "
-        "(storage.local.LocalStorage.fetch('') -> Path('.')), so a model found there loads"
-    ),
-)
 def test_empty_storage_uri_sample_fails_to_load(up, iris_artifact):
     # The servers run in the folder `inferline up` was started in; put a model there.
     shutil.copy(iris_artifact / "model.joblib", up.workdir / "model.joblib")

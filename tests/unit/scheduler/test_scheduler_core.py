@@ -155,11 +155,10 @@ def test_state_survives_a_restart_and_waits_for_replicas(tmp_path):
 
     again = Scheduler(SchedulerStore(store_path), replica_grace=60)
     status = again.model_status("iris")
-    # Placed as before, but not available until its replica is back.
-    assert (status["version"], status["state"]) == (1, "ModelProgressing")
-    assert status["versions"][0]["modelReplicaState"]["0"]["reason"] == (
-        "server replica not connected"
-    )
+    # Within the reconnect grace the replica is presumed to still serve what it served: the
+    # status stays and the router keeps its endpoint, so a scheduler restart is no outage.
+    assert (status["version"], status["state"]) == (1, "ModelAvailable")
+    assert [e.http for e in again.route_table().models["iris"].endpoints] == ["h0:1"]
     # Another replica joins first: within the grace, the model stays with its own replica.
     other = connect(again, 1)
     assert again.desired_models(other) == []
@@ -193,6 +192,18 @@ spec:
     assert scheduler.desired_pipelines()["chain"][0] == 2
     scheduler.delete("Pipeline", "chain")
     assert scheduler.apply(pipeline) == "created"
+
+
+def test_after_the_grace_a_replica_that_did_not_come_back_is_not_presumed(tmp_path):
+    first = Scheduler(SchedulerStore(tmp_path / "s.db"), replica_grace=0)
+    key = connect(first, 0)
+    first.apply(model())
+    report_ready(first, key)
+    first.store.close()
+    again = Scheduler(SchedulerStore(tmp_path / "s.db"), replica_grace=0)
+    status = again.model_status("iris")
+    assert (status["version"], status["state"]) == (1, "ScheduleFailed")
+    assert again.route_table().models["iris"].endpoints == []
 
 
 def test_a_replica_lost_soon_after_start_moves_its_models_at_once(tmp_path):
