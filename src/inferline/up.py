@@ -7,6 +7,7 @@ models have by then been placed on the others.
 """
 
 import asyncio
+import contextlib
 import logging
 import sys
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from inferline.dataflow.controller import PipelineController
 from inferline.dataflow.engine import DataflowEngine
 from inferline.dataflow.inspect import inspect
 from inferline.dataflow.topics import TopicNames
-from inferline.gateways.model_gateway import RouterCaller
+from inferline.gateways.model_gateway import ModelGatewayConfig, RouterCaller
 from inferline.gateways.pipeline_api import PipelineApi
 from inferline.gateways.pipeline_gateway import PipelineGateway
 from inferline.router.app import Router, RouterConfig
@@ -42,6 +43,11 @@ class UpConfig:
     server_name: str = "mlserver"
     # Kafka client properties (bootstrap.servers and any other); None: the embedded bus.
     kafka: dict[str, str] | None = None
+    # Model gateway: concurrent calls per model, and seconds one model call may take.
+    model_gateway_workers: int = 8
+    model_gateway_timeout: float = 120.0
+    # Seconds a synchronous pipeline call waits for its answer.
+    pipeline_timeout: float = 60.0
 
 
 def open_bus(config: UpConfig):
@@ -113,55 +119,109 @@ class ServerSupervisor:
         await asyncio.gather(*self._watchers, return_exceptions=True)
 
 
-async def up(config: UpConfig, started: asyncio.Event | None = None) -> None:
+class Platform:
+    """Everything `inferline up` runs, as a Python object: start it, use its bus, stop it.
+
+    This is also the Python API for asynchronous use on the embedded bus:
+
+        async with Platform(UpConfig(data_dir=Path("state"))) as platform:
+            await platform.bus.produce(platform.topics.pipeline("p", "inputs"), request,
+                                       headers=[("pipeline", b"p")])
+    """
+
+    def __init__(self, config: UpConfig):
+        self.config = config
+        self.topics = TopicNames()
+        self.bus = None
+        self.scheduler: SchedulerService | None = None
+        self.router: Router | None = None
+        self._stack: list = []
+
+    async def start(self) -> None:
+        config = self.config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.bus = bus = open_bus(config)
+        self._stack.append(bus.close)
+        topics = self.topics
+
+        async def inspector(expression: str, request_id: str | None, offset: int) -> list[dict]:
+            pipeline = expression.split(".")[0]
+            steps = scheduler.scheduler.get("Pipeline", pipeline).spec.step_names()
+            return await inspect(bus, topics, pipeline, steps, expression, request_id, offset)
+
+        self.scheduler = scheduler = SchedulerService(
+            config.data_dir, config.host, config.scheduler_port, inspector=inspector
+        )
+        await scheduler.start()
+        self._stack.append(scheduler.stop)
+        # Servers start before the router, whose gRPC threads would otherwise be forked too.
+        supervisor = ServerSupervisor(config, f"{config.host}:{scheduler.port}")
+        await supervisor.start()
+        self._stack.append(supervisor.stop)
+
+        gateway = PipelineGateway(bus, topics, instance="core", timeout=config.pipeline_timeout)
+        pipelines = PipelineApi(gateway, scheduler.scheduler)
+        self.router = router = Router(
+            RouterConfig(host=config.host, http_port=config.http_port, grpc_port=config.grpc_port),
+            scheduler.scheduler,
+            rest_handlers={PIPELINE_SUFFIX: pipelines.rest},
+            grpc_handlers={PIPELINE_SUFFIX: pipelines.grpc},
+        )
+        await router.start()
+        self._stack.append(router.stop)
+        # Steps call their models through the router, as any client does.
+        caller = RouterCaller(
+            f"{config.host}:{router.grpc_port}", timeout=config.model_gateway_timeout
+        )
+        self._stack.append(caller.close)
+        engine = DataflowEngine(
+            bus,
+            topics,
+            caller,
+            on_status=scheduler.scheduler.set_pipeline_status,
+            gateway_config=ModelGatewayConfig(workers=config.model_gateway_workers),
+        )
+        gateway.describe_missing = engine.describe_missing
+        self._stack += [gateway.close, engine.close]
+        controller = asyncio.create_task(
+            PipelineController(scheduler.scheduler, engine, gateway).run()
+        )
+
+        async def stop_controller() -> None:
+            controller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await controller
+
+        self._stack.append(stop_controller)
+
+    async def stop(self) -> None:
+        """Stops what started, newest first."""
+        while self._stack:
+            await self._stack.pop()()
+
+    async def __aenter__(self) -> "Platform":
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.stop()
+
+
+async def up(config: UpConfig) -> None:
     stop = stop_on_signal()
-    config.data_dir.mkdir(parents=True, exist_ok=True)
-    bus = open_bus(config)
-    topics = TopicNames()
-
-    async def inspector(expression: str, request_id: str | None, offset: int) -> list[dict]:
-        pipeline = expression.split(".")[0]
-        steps = scheduler.scheduler.get("Pipeline", pipeline).spec.step_names()
-        return await inspect(bus, topics, pipeline, steps, expression, request_id, offset)
-
-    scheduler = SchedulerService(
-        config.data_dir, config.host, config.scheduler_port, inspector=inspector
-    )
-    await scheduler.start()
-    supervisor = ServerSupervisor(config, f"{config.host}:{scheduler.port}")
-    await supervisor.start()
-
-    gateway = PipelineGateway(bus, topics, instance="core")
-    pipelines = PipelineApi(gateway, scheduler.scheduler)
-    router = Router(
-        RouterConfig(host=config.host, http_port=config.http_port, grpc_port=config.grpc_port),
-        scheduler.scheduler,
-        rest_handlers={PIPELINE_SUFFIX: pipelines.rest},
-        grpc_handlers={PIPELINE_SUFFIX: pipelines.grpc},
-    )
-    await router.start()
-    # Steps call their models through the router, as any client does.
-    caller = RouterCaller(f"{config.host}:{router.grpc_port}")
-    engine = DataflowEngine(bus, topics, caller, on_status=scheduler.scheduler.set_pipeline_status)
-    gateway.describe_missing = engine.describe_missing
-    controller = asyncio.create_task(PipelineController(scheduler.scheduler, engine, gateway).run())
-    print(
-        f"inferline is up: REST {config.host}:{router.http_port}, gRPC {config.host}:"
-        f"{router.grpc_port}, scheduler {config.host}:{scheduler.port}; "
-        f"{config.servers} server(s); data in {config.data_dir.resolve()}",
-        flush=True,
-    )
-    if started is not None:
-        started.set()
-    try:
-        await stop.wait()
-    finally:
-        print("stopping inferline...", flush=True)
-        controller.cancel()
-        await engine.close()
-        await gateway.close()
-        await caller.close()
-        await supervisor.stop()
-        await router.stop()
-        await bus.close()
-        await scheduler.stop()
+    async with Platform(config) as platform:
+        print(
+            f"inferline is up: REST {config.host}:{platform.router.http_port}, gRPC "
+            f"{config.host}:{platform.router.grpc_port}, scheduler {config.host}:"
+            f"{platform.scheduler.port}; {config.servers} server(s); data in "
+            f"{config.data_dir.resolve()}",
+            flush=True,
+        )
+        try:
+            await stop.wait()
+        finally:
+            print("stopping inferline...", flush=True)

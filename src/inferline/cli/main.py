@@ -110,6 +110,15 @@ def up(
         list[str] | None,
         typer.Option(help="A Kafka client property key=value (repeatable): SASL, TLS, ..."),
     ] = None,
+    model_gateway_workers: Annotated[
+        int, typer.Option(help="Concurrent calls per model from pipelines.")
+    ] = 8,
+    model_gateway_timeout: Annotated[
+        float, typer.Option(help="Seconds a pipeline step's model call may take.")
+    ] = 120.0,
+    pipeline_timeout: Annotated[
+        float, typer.Option(help="Seconds a synchronous pipeline call waits for its answer.")
+    ] = 60.0,
     log_level: LogLevel = "WARNING",
 ) -> None:
     """Run everything on this machine: scheduler, router, pipelines and model servers.
@@ -140,6 +149,9 @@ def up(
         grpc_port=grpc_port,
         scheduler_port=scheduler_port,
         kafka=kafka_config,
+        model_gateway_workers=model_gateway_workers,
+        model_gateway_timeout=model_gateway_timeout,
+        pipeline_timeout=pipeline_timeout,
     )
     run(run_up(config))
 

@@ -50,10 +50,6 @@ def up(up_factory, model_root) -> Up:
     return platform
 
 
-def test_async_bus_use_needs_the_embedded_bus_in_process():
-    pytest.skip("async use of the embedded bus is only reachable in-process (tests/unit)")
-
-
 def test_no_request_is_lost_when_the_model_server_is_killed(up):
     (pid,) = up.server_pids()
     results: dict[int, tuple[int, dict, str] | BaseException] = {}
