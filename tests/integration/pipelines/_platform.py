@@ -157,6 +157,8 @@ class Up:
     log_path: Path | None = None
     starts: int = 0
     http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=30))
+    # More `inferline up` flags, e.g. ["--kafka", "127.0.0.1:9092"].
+    extra_args: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         ports: set[int] = set()
@@ -203,6 +205,7 @@ class Up:
             "up", "--servers", str(self.servers), "--data-dir", str(self.data_dir),
             "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port),
             "--scheduler-port", str(self.scheduler_port), "--host", "127.0.0.1",
+            *self.extra_args,
         ]  # fmt: skip
         with self.log_path.open("ab") as log_file:  # the child keeps its own handle
             self.process = subprocess.Popen(
