@@ -7,6 +7,7 @@ group's committed offsets; a committed offset is the offset of the next message 
 """
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -117,3 +118,26 @@ class Bus(ABC):
 
     @abstractmethod
     async def close(self) -> None: ...
+
+
+def as_bytes(data: object, what: str) -> bytes:
+    """A key, value or header value as bytes; anything else is a TypeError naming `what`."""
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, bytearray | memoryview):
+        return bytes(data)
+    raise TypeError(f"message {what} must be bytes, got {type(data).__name__}")
+
+
+def as_headers(headers: Iterable[tuple[str, bytes]]) -> tuple[tuple[str, bytes], ...]:
+    """Headers as a tuple of (str, bytes) pairs, checked."""
+    result = []
+    for header in headers:
+        try:
+            name, value = header
+        except (TypeError, ValueError):
+            raise TypeError(f"a header must be a (name, value) pair, got {header!r}") from None
+        if not isinstance(name, str):
+            raise TypeError(f"header name must be str, got {type(name).__name__}")
+        result.append((name, as_bytes(value, f"header {name!r} value")))
+    return tuple(result)

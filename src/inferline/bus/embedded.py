@@ -70,7 +70,15 @@ from pathlib import Path
 
 from inferline.bus._assignment import range_assignment
 from inferline.bus._sqlite_log import MessageRow, SqliteLog, encode_headers
-from inferline.bus.base import Bus, BusClosedError, Consumer, Message, TopicPartition
+from inferline.bus.base import (
+    Bus,
+    BusClosedError,
+    Consumer,
+    Message,
+    TopicPartition,
+    as_bytes,
+    as_headers,
+)
 
 try:
     import fcntl
@@ -231,10 +239,10 @@ class EmbeddedBus(Bus):
         partition: int | None = None,
     ) -> Message:
         self._check_open()
-        value = _as_bytes(value, "value")
+        value = as_bytes(value, "value")
         if key is not None:
-            key = _as_bytes(key, "key")
-        headers = _as_headers(headers)
+            key = as_bytes(key, "key")
+        headers = as_headers(headers)
         count = self._ensure_topic(topic, None)
         if partition is None:
             if key:
@@ -724,27 +732,6 @@ def _check_topic_name(topic: str) -> None:
         raise ValueError(
             f"invalid topic name {topic!r}: use 1 to 249 of A-Z a-z 0-9 . _ - (Kafka's rule)"
         )
-
-
-def _as_bytes(data: object, what: str) -> bytes:
-    if isinstance(data, bytes):
-        return data
-    if isinstance(data, bytearray | memoryview):
-        return bytes(data)
-    raise TypeError(f"message {what} must be bytes, got {type(data).__name__}")
-
-
-def _as_headers(headers: Iterable[tuple[str, bytes]]) -> tuple[tuple[str, bytes], ...]:
-    result = []
-    for header in headers:
-        try:
-            name, value = header
-        except (TypeError, ValueError):
-            raise TypeError(f"a header must be a (name, value) pair, got {header!r}") from None
-        if not isinstance(name, str):
-            raise TypeError(f"header name must be str, got {type(name).__name__}")
-        result.append((name, _as_bytes(value, f"header {name!r} value")))
-    return tuple(result)
 
 
 def _lock_folder(path: Path):

@@ -36,13 +36,21 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import confluent_kafka as ck
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from inferline.bus.base import Bus, BusClosedError, Consumer, Message, TopicPartition
+from inferline.bus.base import (
+    Bus,
+    BusClosedError,
+    Consumer,
+    Message,
+    TopicPartition,
+    as_bytes,
+    as_headers,
+)
 
 __all__ = ["COMMON_DEFAULTS", "CONSUMER_DEFAULTS", "PRODUCER_DEFAULTS", "KafkaBus"]
 
@@ -254,10 +262,10 @@ class KafkaBus(Bus):
     ) -> Message:
         self._check_open()
         _check_topic_name(topic)
-        value = _as_bytes(value, "value")
+        value = as_bytes(value, "value")
         if key is not None:
-            key = _as_bytes(key, "key")
-        headers = _as_headers(headers)
+            key = as_bytes(key, "key")
+        headers = as_headers(headers)
         count = await self._ensure_topic(topic)
         self._check_open()  # closed while the topic was being created
         if partition is not None and not (isinstance(partition, int) and 0 <= partition < count):
@@ -554,27 +562,6 @@ def _check_offsets(offsets: dict[TopicPartition, int]) -> None:
             raise TypeError(f"commit keys must be TopicPartition, got {tp!r}")
         if not isinstance(offset, int) or offset < 0:
             raise ValueError(f"offset for {tp} must be a non-negative int, got {offset!r}")
-
-
-def _as_bytes(data: object, what: str) -> bytes:
-    if isinstance(data, bytes):
-        return data
-    if isinstance(data, bytearray | memoryview):
-        return bytes(data)
-    raise TypeError(f"message {what} must be bytes, got {type(data).__name__}")
-
-
-def _as_headers(headers: Iterable[tuple[str, bytes]]) -> tuple[tuple[str, bytes], ...]:
-    result = []
-    for header in headers:
-        try:
-            name, value = header
-        except (TypeError, ValueError):
-            raise TypeError(f"a header must be a (name, value) pair, got {header!r}") from None
-        if not isinstance(name, str):
-            raise TypeError(f"header name must be str, got {type(name).__name__}")
-        result.append((name, _as_bytes(value, f"header {name!r} value")))
-    return tuple(result)
 
 
 def _log_client_error(error: ck.KafkaError) -> None:

@@ -1,8 +1,20 @@
 """Errors every layer raises, each carrying the HTTP status that the REST adapter answers with.
 
-The gRPC adapter maps the same statuses to gRPC codes (`grpc_code_for`), so one exception
+The gRPC adapters map the same statuses to gRPC codes (`grpc_code_name`), so one exception
 class means the same thing on both transports.
 """
+
+# HTTP status -> gRPC status code name, as MLServer and Triton map them.
+GRPC_CODE_NAMES = {
+    400: "INVALID_ARGUMENT",
+    404: "NOT_FOUND",
+    405: "UNIMPLEMENTED",
+    413: "RESOURCE_EXHAUSTED",
+    422: "FAILED_PRECONDITION",
+    502: "UNAVAILABLE",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
 
 
 class InferlineError(Exception):
@@ -61,3 +73,8 @@ class ModelNotReady(InferlineError):
     """The model exists but cannot answer now (loading, unloading, or failed to load)."""
 
     status = 503
+
+
+def grpc_code_name(error: InferlineError) -> str:
+    """The gRPC status code name an error goes out with (INTERNAL for our own bugs)."""
+    return error.grpc_code or GRPC_CODE_NAMES.get(error.status, "INTERNAL")

@@ -35,10 +35,6 @@ class NoRoute(InferlineError):
     status = 404
 
 
-class MethodNotAllowed(InferlineError):
-    status = 405
-
-
 class UnknownModel(InferlineError):
     status = 404
 

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 
 import grpc
 
-from inferline.protocol.errors import InferlineError
+from inferline.protocol.errors import InferlineError, grpc_code_name
 from inferline.protocol.proto import inference_pb2 as pb
 from inferline.router.balancer import ConnectFailure
 from inferline.router.core import (
@@ -35,17 +35,6 @@ DEFAULT_MAX_MESSAGE_SIZE = 100 * 1024 * 1024
 _NAME_FIELD = 1
 PROXIED_METHODS = ("ModelInfer", "ModelReady", "ModelMetadata")
 
-GRPC_CODES = {
-    400: grpc.StatusCode.INVALID_ARGUMENT,
-    404: grpc.StatusCode.NOT_FOUND,
-    405: grpc.StatusCode.UNIMPLEMENTED,
-    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    422: grpc.StatusCode.FAILED_PRECONDITION,
-    502: grpc.StatusCode.UNAVAILABLE,
-    503: grpc.StatusCode.UNAVAILABLE,
-    504: grpc.StatusCode.DEADLINE_EXCEEDED,
-}
-
 # Caller metadata not passed upstream: transport keys and the ones the router sets itself.
 _NOT_FORWARDED = frozenset(
     {"user-agent", "content-type", "te", "x-request-id", "seldon-internal-model"}
@@ -62,10 +51,6 @@ def _merge_metadata(reply: list[tuple[str, str]], extra) -> list[tuple[str, str]
     """`extra` wins for the keys it has."""
     keys = {key for key, _ in extra}
     return [(k, v) for k, v in reply if k not in keys] + list(extra)
-
-
-def grpc_code_for(status: int) -> grpc.StatusCode:
-    return GRPC_CODES.get(status, grpc.StatusCode.INTERNAL)
 
 
 class UpstreamStatus(Exception):
@@ -153,8 +138,7 @@ class RouterGrpcService:
                 answer = await self._forward(method, raw, metadata, request_id, route)
         except InferlineError as exc:
             await context.send_initial_metadata(_merge_metadata(reply, exc.headers))
-            code = grpc.StatusCode[exc.grpc_code] if exc.grpc_code else grpc_code_for(exc.status)
-            await context.abort(code, exc.message)
+            await context.abort(grpc.StatusCode[grpc_code_name(exc)], exc.message)
         except UpstreamStatus as exc:
             await context.send_initial_metadata(reply)
             await context.abort(exc.code, exc.details)

@@ -11,14 +11,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from urllib.parse import quote
 
-import orjson
-
-from inferline.protocol.errors import InferlineError, PayloadTooLarge
+from inferline.asgi import Response, allow, error_response, header, json_response, read_body
+from inferline.protocol.errors import InferlineError
 from inferline.router.balancer import ConnectFailure
 from inferline.router.core import (
     SPECIAL_SUFFIXES,
     BadGateway,
-    MethodNotAllowed,
     ModelRouter,
     NoRoute,
     new_request_id,
@@ -38,7 +36,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_REQUEST_SIZE = 100 * 1024 * 1024
 
-_JSON = [(b"content-type", b"application/json")]
 
 # Not forwarded either way: hop-by-hop headers, and those the proxy sets itself.
 _HOP_HEADERS = frozenset(
@@ -61,8 +58,6 @@ _HOP_HEADERS = frozenset(
 )
 # Set by the router's own HTTP server on the way back.
 _RESPONSE_SKIP = _HOP_HEADERS | {b"date", b"server"}
-
-Response = tuple[int, list[tuple[bytes, bytes]], bytes]
 
 
 class ModelCall:
@@ -111,10 +106,10 @@ class RouterRestApp:
         try:
             status, headers, body = await self._route(scope, receive)
         except InferlineError as exc:
-            status, headers, body = _error(exc)
+            status, headers, body = error_response(exc)
         except Exception:
             log.exception("internal error on %s %s", scope["method"], scope["path"])
-            status, headers, body = _json(500, {"error": "internal server error"})
+            status, headers, body = json_response(500, {"error": "internal server error"})
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
@@ -125,19 +120,19 @@ class RouterRestApp:
             raise NoRoute(f"no route for {scope['path']}")
         rest = parts[1:]
         if rest == [] or rest == [""]:
-            _allow(scope, "GET")
-            return _json(200, self.router.server_metadata())
+            allow(scope, "GET")
+            return json_response(200, self.router.server_metadata())
         if rest[0] == "health" and len(rest) == 2 and rest[1] in ("live", "ready"):
-            _allow(scope, "GET")
+            allow(scope, "GET")
             ok = True if rest[1] == "live" else self.router.ready()
-            return _json(200 if ok else 503, {rest[1]: ok})
+            return json_response(200 if ok else 503, {rest[1]: ok})
         if rest[0] in ("models", "pipelines") and len(rest) >= 2:
             name = rest[1] if rest[0] == "models" else rest[1] + ".pipeline"
             return await self._model_call(scope, receive, name, rest[2:])
         raise NoRoute(f"no route for {scope['path']}")
 
     async def _model_call(self, scope, receive, path_name: str, tail: list[str]) -> Response:
-        request_id = _header(scope, b"x-request-id") or new_request_id()
+        request_id = header(scope, b"x-request-id") or new_request_id()
         id_header = (b"x-request-id", request_id.encode())
         try:
             version = None
@@ -151,9 +146,9 @@ class RouterRestApp:
                 operation, method = "infer", "POST"
             else:
                 raise NoRoute(f"no route for {scope['path']}")
-            _allow(scope, method)
+            allow(scope, method)
             # Header beats path, as in Seldon Core 2's Envoy.
-            name = _header(scope, b"seldon-model") or path_name
+            name = header(scope, b"seldon-model") or path_name
             call = ModelCall(scope, name, version, operation, request_id)
             body = await self._read_body(scope, receive) if method == "POST" else b""
             suffix = special_suffix(name)
@@ -162,7 +157,7 @@ class RouterRestApp:
             else:
                 status, headers, payload = await self._proxy(call, body)
         except InferlineError as exc:
-            status, headers, payload = _error(exc)
+            status, headers, payload = error_response(exc)
         # A handler may answer with its own request id (a pipeline's is its message key).
         if not any(name == b"x-request-id" for name, _ in headers):
             headers.append(id_header)
@@ -199,21 +194,7 @@ class RouterRestApp:
         return response.status, response_headers, response.body
 
     async def _read_body(self, scope, receive) -> bytes:
-        limit = self.max_request_size
-        declared = _header(scope, b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise PayloadTooLarge(_too_large(int(declared), limit))
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(_too_large(size, limit, at_least=True))
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return await read_body(scope, receive, self.max_request_size, "router")
 
 
 def _upstream_path(route: ModelRoute, call: ModelCall) -> str:
@@ -234,33 +215,3 @@ def _upstream_headers(call: ModelCall, route: ModelRoute) -> list[tuple[bytes, b
     # What Seldon's Envoy adds for the agent: the target it chose.
     headers.append((b"seldon-internal-model", route.internal_name.encode()))
     return headers
-
-
-def _json(status: int, doc) -> Response:
-    return status, list(_JSON), orjson.dumps(doc)
-
-
-def _error(exc: InferlineError) -> Response:
-    status, headers, body = _json(exc.status, {"error": exc.message})
-    headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers]
-    return status, headers, body
-
-
-def _too_large(size: int, limit: int, at_least: bool = False) -> str:
-    amount = f"at least {size}" if at_least else f"{size}"
-    return (
-        f"request body of {amount} bytes is over the router's limit of {limit} bytes "
-        "(--max-request-size)"
-    )
-
-
-def _allow(scope, allowed: str) -> None:
-    if scope["method"] != allowed:
-        raise MethodNotAllowed(f"method {scope['method']} not allowed here; use {allowed}")
-
-
-def _header(scope, key: bytes) -> str | None:
-    for header, value in scope["headers"]:
-        if header == key:
-            return value.decode("latin-1")
-    return None

@@ -8,7 +8,7 @@ import logging
 import grpc
 
 from inferline.protocol import protobuf
-from inferline.protocol.errors import InferlineError
+from inferline.protocol.errors import InferlineError, grpc_code_name
 from inferline.protocol.proto import inference_pb2 as pb
 from inferline.protocol.proto import inference_pb2_grpc as pb_grpc
 from inferline.server.dataplane import DataPlane
@@ -16,19 +16,6 @@ from inferline.server.dataplane import DataPlane
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_MESSAGE_SIZE = 100 * 1024 * 1024
-
-GRPC_CODES = {
-    400: grpc.StatusCode.INVALID_ARGUMENT,
-    404: grpc.StatusCode.NOT_FOUND,
-    405: grpc.StatusCode.UNIMPLEMENTED,
-    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    422: grpc.StatusCode.FAILED_PRECONDITION,
-    503: grpc.StatusCode.UNAVAILABLE,
-}
-
-
-def grpc_code_for(status: int) -> grpc.StatusCode:
-    return GRPC_CODES.get(status, grpc.StatusCode.INTERNAL)
 
 
 def _translating_errors(method):
@@ -38,7 +25,7 @@ def _translating_errors(method):
         try:
             return await method(self, request, context)
         except InferlineError as exc:
-            await context.abort(grpc_code_for(exc.status), exc.message)
+            await context.abort(grpc.StatusCode[grpc_code_name(exc)], exc.message)
         except Exception:
             log.exception("internal error in %s", method.__name__)
             await context.abort(grpc.StatusCode.INTERNAL, "internal server error")
