@@ -16,11 +16,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-IRIS_SETTINGS = {
-    "name": "iris",
-    "implementation": "mlserver_sklearn.SKLearnModel",
-    "parameters": {"uri": "./model.joblib", "version": "v0.1.0"},
-}
+from inferline.examples import train_iris
+
+__all__ = ["free_port", "run_demo", "train_iris", "wait_for_http", "wait_until_ready"]
 
 IRIS_REQUEST = {
     "inputs": [
@@ -32,20 +30,6 @@ IRIS_REQUEST = {
         }
     ]
 }
-
-
-def train_iris(folder: Path) -> Path:
-    """Write an iris LogisticRegression and its MLServer model-settings.json into `folder`."""
-    import joblib
-    from sklearn.datasets import load_iris
-    from sklearn.linear_model import LogisticRegression
-
-    folder.mkdir(parents=True, exist_ok=True)
-    features, labels = load_iris(return_X_y=True)
-    model = LogisticRegression(max_iter=1000).fit(features, labels)
-    joblib.dump(model, folder / "model.joblib")
-    (folder / "model-settings.json").write_text(json.dumps(IRIS_SETTINGS, indent=2) + "\n")
-    return folder
 
 
 def free_port() -> int:

@@ -80,19 +80,6 @@ def demo(
 
 
 @app.command()
-def examples(
-    folder: Annotated[Path, typer.Option(help="Where to write the artifacts.")] = Path(
-        "examples/artifacts"
-    ),
-) -> None:
-    """Make the artifacts that examples/*.yaml point to (trained here; nothing is downloaded)."""
-    from inferline.examples import build_examples
-
-    for written in build_examples(folder):
-        typer.echo(f"wrote {written}")
-
-
-@app.command()
 def up(
     servers: Annotated[int, typer.Option("--servers", help="Model server processes.")] = 1,
     data_dir: Annotated[Path, typer.Option(help="Where state and logs are kept.")] = Path(

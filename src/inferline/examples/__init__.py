@@ -1,11 +1,20 @@
-"""The artifacts behind `examples/*.yaml`, made on the user's machine (nothing is downloaded)."""
+"""The example models, made on the user's machine (nothing is downloaded).
+
+`storageUri: example://<name>` names one of them (see `inferline.storage.examples`); the
+model folder is written the first time a server asks for it.
+"""
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
-from inferline.demo import train_iris
+IRIS_SETTINGS = {
+    "name": "iris",
+    "implementation": "mlserver_sklearn.SKLearnModel",
+    "parameters": {"uri": "./model.joblib", "version": "v0.1.0"},
+}
 
-# Model folder name -> runtime class for the pipeline samples' models.
+# The models the Seldon pipeline samples use -> their runtime class in `examples.models`.
 PIPELINE_MODELS = {
     "tfsimple": "TfSimple",
     "add10": "Add10",
@@ -17,6 +26,20 @@ PIPELINE_MODELS = {
 }
 
 
+def train_iris(folder: Path) -> Path:
+    """Write an iris LogisticRegression and its MLServer model-settings.json into `folder`."""
+    import joblib
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    folder.mkdir(parents=True, exist_ok=True)
+    features, labels = load_iris(return_X_y=True)
+    model = LogisticRegression(max_iter=1000).fit(features, labels)
+    joblib.dump(model, folder / "model.joblib")
+    (folder / "model-settings.json").write_text(json.dumps(IRIS_SETTINGS, indent=2) + "\n")
+    return folder
+
+
 def write_runtime_model(folder: Path, class_name: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     settings = {"implementation": f"inferline.examples.models.{class_name}"}
@@ -24,8 +47,15 @@ def write_runtime_model(folder: Path, class_name: str) -> Path:
     return folder
 
 
+EXAMPLES: dict[str, Callable[[Path], Path]] = {
+    "iris": train_iris,
+    **{
+        name: (lambda folder, cls=class_name: write_runtime_model(folder, cls))
+        for name, class_name in PIPELINE_MODELS.items()
+    },
+}
+
+
 def build_examples(root: Path) -> list[Path]:
-    """Write every example artifact under `root`; returns the folders written."""
-    written = [train_iris(root / "iris")]
-    written += [write_runtime_model(root / name, cls) for name, cls in PIPELINE_MODELS.items()]
-    return written
+    """Write every example model folder under `root`; returns the folders written."""
+    return [make(root / name) for name, make in EXAMPLES.items()]

@@ -1,7 +1,8 @@
 """The storage interface and the scheme registry.
 
-Each back end turns a URI into a local path the runtime can open. Only local files are built in
-today; remote back ends (`s3://`, `gs://`, `http(s)://`) register themselves for their scheme.
+Each back end turns a URI into a local path the runtime can open. Built in: local files (plain
+paths and `file://`) and the example models (`example://`); remote back ends (`s3://`, `gs://`,
+`http(s)://`) register themselves for their scheme.
 """
 
 from pathlib import Path
@@ -41,9 +42,11 @@ def fetch(uri: str, base: Path | None = None) -> Path:
 
 
 def _register_builtins() -> None:
+    from inferline.storage.examples import ExampleStorage
     from inferline.storage.local import LocalStorage
 
     register_storage("file", LocalStorage())
+    register_storage("example", ExampleStorage())
 
 
 _register_builtins()
