@@ -20,6 +20,7 @@ from inferline.protocol.types import InferenceRequest, Tensor
 from ._platform import (
     SAMPLES,
     SKIP_REASON,
+    NotYet,
     new_up,
     outputs_by_name,
     sample_documents,
@@ -31,7 +32,21 @@ from ._platform import (
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not SAMPLES.is_dir(), reason=SKIP_REASON)]
 
 TWO_TO_32 = [2 * i for i in range(1, 17)]
+ONE_TO_16 = list(range(1, 17))
 TOPICS = TopicNames()
+# Pipeline name -> sample file: a cross-section of the samples (every stage is a consumer of
+# its own on the broker, so the whole set would be heavy for a 2-core test machine).
+PIPELINES = {
+    "tfsimples": "tfsimples.yaml",
+    "tfsimples-input": "tfsimples-input.yaml",
+    "join": "tfsimples-join.yaml",
+    "tfsimple-conditional": "conditional.yaml",
+    "pipeline-inputs": "pipeline-inputs.yaml",
+    "trigger-joins": "trigger-joins.yaml",
+    "error": "error.yaml",
+    "tfsimple": "tfsimple.yaml",
+    "tfsimple-extended": "tfsimple-extended.yaml",
+}
 
 
 def fp32(name: str, values: list[float]) -> dict:
@@ -44,12 +59,13 @@ def up(tmp_path_factory, tansu_broker, model_root):
     platform.extra_args = ["--kafka", tansu_broker]
     platform.start()
     docs = []
-    for sample in ("tfsimples.yaml", "conditional.yaml", "error.yaml"):
+    for sample in PIPELINES.values():
         docs += sample_documents(f"pipelines/{sample}", model_root)
-    for model in ("tfsimple1", "tfsimple2", "conditional", "mul10", "add10", "outlier-error"):
+    models = ("tfsimple1", "tfsimple2", "tfsimple3", "conditional", "mul10", "add10")
+    for model in (*models, "outlier-error"):
         docs += sample_documents(f"models/{model}.yaml", model_root)
     platform.apply(docs)
-    platform.wait_pipelines(["tfsimples", "tfsimple-conditional", "error"], timeout=120)
+    platform.wait_pipelines(PIPELINES, timeout=180)
     yield platform
     platform.stop()
     platform.http.close()
@@ -73,6 +89,35 @@ def test_conditional_routes_on_the_tensor_present(up, choice, expected):
     }
     answer = up.infer_ok("tfsimple-conditional", request)
     assert outputs_by_name(answer.json()) == {"OUTPUT": expected}
+
+
+def test_chain_from_a_steps_inputs_and_join(up):
+    chained = up.infer_ok("tfsimples-input", tfsimple_request()).json()
+    assert outputs_by_name(chained) == {"OUTPUT0": ONE_TO_16, "OUTPUT1": ONE_TO_16}
+    joined = up.infer_ok("join", tfsimple_request()).json()
+    assert outputs_by_name(joined) == {"OUTPUT0": TWO_TO_32, "OUTPUT1": TWO_TO_32}
+
+
+def test_pipeline_inputs_and_trigger_joins(up):
+    request = {"inputs": [fp32("INPUT0", [1, 2, 3, 4]), fp32("INPUT1", [1, 2, 3, 4])]}
+    body = up.infer_ok("pipeline-inputs", request).json()
+    assert [o["data"] for o in body["outputs"]] == [[10, 20, 30, 40], [11, 12, 13, 14]]
+    for trigger, expected in (("ok1", [10, 20, 30, 40]), ("ok3", [11, 12, 13, 14])):
+        request = {"inputs": [fp32(trigger, [1]), fp32("INPUT", [1, 2, 3, 4])]}
+        assert outputs_by_name(up.infer_ok("trigger-joins", request).json()) == {"OUTPUT": expected}
+
+
+def test_a_pipeline_fed_by_another_runs_on_its_own(up):
+    key = up.infer_ok("tfsimple", tfsimple_request()).headers["x-request-id"]
+
+    def extended():
+        (target,) = up.inspect("tfsimple-extended.outputs", key)
+        if not target["messages"]:
+            raise NotYet("nothing yet")
+        return target["messages"]
+
+    (message,) = wait_until(extended, 30, "tfsimple-extended's answer")
+    assert outputs_by_name(message["payload"]) == {"OUTPUT0": TWO_TO_32, "OUTPUT1": TWO_TO_32}
 
 
 def test_a_failing_step_answers_400_naming_it(up):
