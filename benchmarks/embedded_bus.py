@@ -1,6 +1,6 @@
 """Micro-benchmark of the embedded bus (not collected by pytest).
 
-    python tests/unit/bus/bench_embedded.py [--messages 20000] [--size 1024] [--fsync]
+    python benchmarks/embedded_bus.py [--messages 20000] [--size 1024] [--fsync]
         [--retention 100000]
 
 Prints messages/s for sequential awaits (one produce at a time), 100 concurrent producers,
