@@ -54,8 +54,3 @@ EXAMPLES: dict[str, Callable[[Path], Path]] = {
         for name, class_name in PIPELINE_MODELS.items()
     },
 }
-
-
-def build_examples(root: Path) -> list[Path]:
-    """Write every example model folder under `root`; returns the folders written."""
-    return [make(root / name) for name, make in EXAMPLES.items()]

@@ -216,10 +216,6 @@ class ModelSpec:
             return [*self.requirements, self.model_type]
         return list(self.requirements)
 
-    def deployment_only_change(self, other: "ModelSpec") -> bool:
-        """True when `other` differs from this spec only in replicas, bounds or logging."""
-        return model_change_kind(self, other) == "scale"
-
     def to_dict(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"storageUri": self.storage_uri}
         _put(doc, "artifactVersion", self.artifact_version)

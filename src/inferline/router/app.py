@@ -79,10 +79,6 @@ class Router:
         self._http_task: asyncio.Task | None = None
 
     @property
-    def rest_app(self) -> RouterRestApp:
-        return self._http_server.config.app
-
-    @property
     def grpc_service(self) -> router_grpc.RouterGrpcService:
         return self._grpc_service
 

@@ -7,7 +7,7 @@ the tests wait on; calls go through the router over REST (httpx) and gRPC (trito
 
 `sample_documents` loads a sample with PyYAML and makes it runnable here: every Model's
 `storageUri` points at the local folder of the model it stands for (written by
-`inferline.examples.build_examples`) and its `requirements` (triton, tensorflow) are dropped.
+`inferline.examples.EXAMPLES`) and its `requirements` (triton, tensorflow) are dropped.
 """
 
 import contextlib
@@ -30,7 +30,7 @@ from inferline.demo import free_port
 SAMPLES = Path(__file__).resolve().parents[3].parent / "shared" / "conformance" / "seldon-samples"
 SKIP_REASON = f"Seldon Core 2 samples not found at {SAMPLES}"
 
-# Seldon sample Model name -> folder written by `build_examples` that stands for it.
+# Seldon sample Model name -> folder of `inferline.examples.EXAMPLES` that stands for it.
 MODEL_FOLDERS = {
     "tfsimple1": "tfsimple",
     "tfsimple2": "tfsimple",

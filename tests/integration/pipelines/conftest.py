@@ -31,7 +31,7 @@ def pytest_runtest_makereport(item, call):
 def model_root(tmp_path_factory) -> Path:
     """The samples' models as local folders: root/tfsimple, root/add10, root/mul10, ...
 
-    Only the pipeline models of `inferline.examples.build_examples` (the iris example it also
+    Only the pipeline models of `inferline.examples.EXAMPLES` (the iris example it also
     writes needs training, and no pipeline here uses it)."""
     root = tmp_path_factory.mktemp("models")
     for name, class_name in PIPELINE_MODELS.items():

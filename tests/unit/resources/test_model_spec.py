@@ -237,7 +237,6 @@ def test_storage_uri_is_required_but_may_be_empty():
 )
 def test_model_change_kind(old, new, kind):
     assert model_change_kind(model(old), model(new)) == kind
-    assert model(old).deployment_only_change(model(new)) == (kind == "scale")
 
 
 def test_change_kind_does_not_touch_its_arguments():
