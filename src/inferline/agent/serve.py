@@ -6,12 +6,14 @@ import os
 from dataclasses import dataclass, field
 
 from inferline.agent.agent import Agent, AgentIdentity
+from inferline.runtimes.registry import installed_runtime_tags
 from inferline.server.serve import ModelServer, ServerConfig, stop_on_signal
 
 log = logging.getLogger(__name__)
 
-# What this server can run today; models whose requirements are not all here go elsewhere.
-DEFAULT_CAPABILITIES = ["inferline", "mlserver", "python", "sklearn"]
+# What this server can run; models whose requirements are not all here go elsewhere. A runtime's
+# tag is offered only when its library (an optional extra) is installed.
+DEFAULT_CAPABILITIES = ["inferline", "mlserver", "python", *installed_runtime_tags()]
 
 
 def physical_memory() -> int:

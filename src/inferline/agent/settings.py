@@ -9,12 +9,12 @@ into `parameters.extra`, as Seldon Core 2's agent writes them.
 from pathlib import Path
 from typing import Any
 
-from inferline.runtimes.registry import SKLEARN
+from inferline.runtimes.registry import LIGHTGBM, ONNX, SKLEARN, XGBOOST
 from inferline.runtimes.settings import SETTINGS_FILE, ModelSettings, read_settings
 from inferline.storage import fetch
 
 # Capability tags that name one runtime.
-RUNTIME_TAGS = {"sklearn": SKLEARN}
+RUNTIME_TAGS = {"sklearn": SKLEARN, "xgboost": XGBOOST, "lightgbm": LIGHTGBM, "onnx": ONNX}
 
 
 def settings_from_spec(name: str, version: int, spec: dict[str, Any]) -> ModelSettings:

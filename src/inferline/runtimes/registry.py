@@ -16,19 +16,54 @@ from inferline.runtimes.base import Runtime
 from inferline.runtimes.settings import ModelSettings
 
 SKLEARN = "inferline.runtimes.sklearn.SKLearnRuntime"
+XGBOOST = "inferline.runtimes.xgboost.XGBoostRuntime"
+LIGHTGBM = "inferline.runtimes.lightgbm.LightGBMRuntime"
+ONNX = "inferline.runtimes.onnx.OnnxRuntime"
 
 ALIASES = {
     "sklearn": SKLEARN,
     "mlserver_sklearn.SKLearnModel": SKLEARN,
+    "outlier": "inferline.runtimes.outlier.OutlierRuntime",
+    "drift": "inferline.runtimes.drift.DriftRuntime",
+    "explainer": "inferline.runtimes.explainer.ExplainerRuntime",
+    "xgboost": XGBOOST,
+    "mlserver_xgboost.XGBoostModel": XGBOOST,
+    "lightgbm": LIGHTGBM,
+    "mlserver_lightgbm.LightGBMModel": LIGHTGBM,
+    "onnx": ONNX,
 }
 
-# Artifact file names that identify a model folder with no `implementation` set.
+# The module each runtime's library installs, by the capability tag (Seldon's `requirements`)
+# that names the runtime: the runtimes are optional extras, so a server offers a tag only when it
+# can import that module.
+RUNTIME_LIBRARIES = {
+    "sklearn": "sklearn",
+    "xgboost": "xgboost",
+    "lightgbm": "lightgbm",
+    "onnx": "onnxruntime",
+}
+
+# Artifact file names that identify a model folder with no `implementation` set. The xgboost
+# and lightgbm names (model.json, model.txt, model.bst) are too common to say which runtime.
 SKLEARN_FILES = ("model.joblib", "model.pkl", "model.pickle")
+ONNX_FILES = ("model.onnx",)
+_GUESSES = ((SKLEARN_FILES, SKLEARN), (ONNX_FILES, ONNX))
+
+
+def installed_runtime_tags() -> list[str]:
+    """The runtime tags whose library is installed (found without importing it)."""
+    return [
+        tag
+        for tag, module in RUNTIME_LIBRARIES.items()
+        if importlib.util.find_spec(module) is not None
+    ]
 
 
 def guess_implementation(folder: Path | None) -> str:
-    if folder is not None and any((folder / f).exists() for f in SKLEARN_FILES):
-        return SKLEARN
+    if folder is not None:
+        for files, implementation in _GUESSES:
+            if any((folder / f).exists() for f in files):
+                return implementation
     return ""
 
 
@@ -37,7 +72,7 @@ def runtime_class(settings: ModelSettings) -> type[Runtime]:
     if not implementation:
         raise InvalidModelURI(
             f"model '{settings.name}' names no 'implementation' and its folder holds no file "
-            f"that identifies one (looked for {', '.join(SKLEARN_FILES)})"
+            f"that identifies one (looked for {', '.join(SKLEARN_FILES + ONNX_FILES)})"
         )
     implementation = ALIASES.get(implementation, implementation)
     module_name, _, class_name = implementation.rpartition(".")

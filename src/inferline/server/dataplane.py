@@ -98,7 +98,8 @@ class DataPlane:
         response.model_name = model.settings.name
         response.model_version = model.settings.version
         response.id = request.id
-        if request.outputs:
+        # An empty answer (a detector still buffering its batch) has nothing to select from.
+        if request.outputs and response.outputs:
             response.outputs = _select_outputs(name, response, request)
         return response
 

@@ -43,10 +43,19 @@ def fetch(uri: str, base: Path | None = None) -> Path:
 
 def _register_builtins() -> None:
     from inferline.storage.examples import ExampleStorage
+    from inferline.storage.http import HTTPStorage
     from inferline.storage.local import LocalStorage
+    from inferline.storage.remote import GCSStorage, S3Storage
 
     register_storage("file", LocalStorage())
     register_storage("example", ExampleStorage())
+    # The remote back ends import their client libraries (s3fs, gcsfs) only when first used.
+    register_storage("s3", S3Storage())
+    register_storage("gs", GCSStorage())
+    register_storage("gcs", GCSStorage())
+    web = HTTPStorage()
+    register_storage("http", web)
+    register_storage("https", web)
 
 
 _register_builtins()

@@ -136,3 +136,28 @@ async def test_server_metadata_lists_extensions(dataplane):
     meta = dataplane.server_metadata()
     assert meta.name == "inferline"
     assert {"binary_tensor_data", "model_repository"} <= set(meta.extensions)
+
+
+EMPTY = """
+from inferline.protocol.types import InferenceResponse
+from inferline.runtimes import Runtime
+
+
+class Buffering(Runtime):
+    async def predict(self, request):
+        return InferenceResponse(model_name=self.name, outputs=[])
+"""
+
+
+async def test_an_empty_answer_passes_even_with_requested_outputs(tmp_path):
+    # A detector still buffering its batch answers with no outputs (MLServer's behaviour).
+    from conftest import write_custom_model
+
+    write_custom_model(tmp_path / "buffering", "buffering", EMPTY, "Buffering")
+    plane = DataPlane(ModelRepository([tmp_path]))
+    await plane.load_repository()
+    request = doubler_request()
+    request.outputs = [RequestedOutput("is_drift")]
+    response = await plane.infer("buffering", None, request)
+    assert response.outputs == []
+    await plane.unload_all()
