@@ -151,9 +151,10 @@ class Buffering(Runtime):
 
 async def test_an_empty_answer_passes_even_with_requested_outputs(tmp_path):
     # A detector still buffering its batch answers with no outputs (MLServer's behaviour).
-    from conftest import write_custom_model
-
-    write_custom_model(tmp_path / "buffering", "buffering", EMPTY, "Buffering")
+    folder = tmp_path / "buffering"
+    folder.mkdir()
+    (folder / "model.py").write_text(EMPTY)
+    (folder / "model-settings.json").write_text('{"implementation": "model.Buffering"}')
     plane = DataPlane(ModelRepository([tmp_path]))
     await plane.load_repository()
     request = doubler_request()
