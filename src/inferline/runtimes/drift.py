@@ -45,7 +45,8 @@ import orjson
 from inferline.protocol import codecs
 from inferline.protocol.errors import BadRequest, ModelLoadError
 from inferline.protocol.types import InferenceRequest, InferenceResponse, ModelMetadata
-from inferline.runtimes._detector_common import (
+from inferline.runtimes.base import Runtime
+from inferline.runtimes.common import (
     check_width,
     declared,
     find_file,
@@ -53,7 +54,6 @@ from inferline.runtimes._detector_common import (
     require,
     rows,
 )
-from inferline.runtimes.base import Runtime
 
 DETECTOR_TYPE = "drift"
 REFERENCE_FILE = "x_ref.npy"

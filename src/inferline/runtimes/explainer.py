@@ -50,7 +50,8 @@ from inferline.protocol.types import (
     RequestedOutput,
     Tensor,
 )
-from inferline.runtimes._detector_common import (
+from inferline.runtimes.base import Runtime
+from inferline.runtimes.common import (
     check_width,
     declared,
     find_file,
@@ -58,7 +59,6 @@ from inferline.runtimes._detector_common import (
     require,
     rows,
 )
-from inferline.runtimes.base import Runtime
 
 BACKGROUND_FILE = "background.npy"
 # Explainer type tag -> the name the explanation's `meta.name` carries.

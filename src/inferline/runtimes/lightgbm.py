@@ -18,7 +18,7 @@ from inferline.protocol import codecs
 from inferline.protocol.errors import BadRequest, ModelLoadError
 from inferline.protocol.types import InferenceRequest, InferenceResponse
 from inferline.runtimes.base import Runtime
-from inferline.runtimes.xgboost import find_model_file, first_line, tabular_features
+from inferline.runtimes.common import find_file, first_line, tabular_features
 
 LIGHTGBM_FILES = ("model.txt", "model.bst")
 INSTALL_HINT = 'pip install "inferline[lightgbm]"'
@@ -29,7 +29,7 @@ class LightGBMRuntime(Runtime):
     booster = None
 
     async def load(self) -> None:
-        path = find_model_file(self.artifact_path(), LIGHTGBM_FILES, self.name)
+        path = find_file(self.artifact_path(), LIGHTGBM_FILES, self.name)
         self.booster = await asyncio.to_thread(_load_booster, path, self.name)
 
     async def predict(self, request: InferenceRequest) -> InferenceResponse:

@@ -31,8 +31,8 @@ import numpy as np
 from inferline.protocol import codecs
 from inferline.protocol.errors import ModelLoadError
 from inferline.protocol.types import InferenceRequest, InferenceResponse, ModelMetadata
-from inferline.runtimes._detector_common import check_width, declared, find_file, require, rows
 from inferline.runtimes.base import Runtime
+from inferline.runtimes.common import check_width, declared, find_file, require, rows
 from inferline.runtimes.registry import SKLEARN_FILES
 
 DETECTOR_TYPE = "outlier"

@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 
 from inferline.protocol import codecs
-from inferline.protocol.errors import BadRequest, InvalidModelURI, ModelLoadError
+from inferline.protocol.errors import BadRequest, ModelLoadError
 from inferline.protocol.types import InferenceRequest, InferenceResponse
 from inferline.runtimes.base import Runtime
+from inferline.runtimes.common import find_file
 from inferline.runtimes.registry import SKLEARN_FILES
 
 DEFAULT_OUTPUT = "predict"
@@ -24,18 +25,10 @@ class SKLearnRuntime(Runtime):
     model = None
 
     async def load(self) -> None:
-        path = self._model_file(self.artifact_path())
+        path = find_file(self.artifact_path(), SKLEARN_FILES, self.name)
         self.model = await asyncio.to_thread(_load_file, path)
         if not any(hasattr(self.model, m) for m in OUTPUT_METHODS):
             raise ModelLoadError(f"{path} holds a {type(self.model).__name__}, not an estimator")
-
-    def _model_file(self, path: Path) -> Path:
-        if path.is_file():
-            return path
-        for name in SKLEARN_FILES:
-            if (path / name).is_file():
-                return path / name
-        raise InvalidModelURI(f"model '{self.name}': no {', '.join(SKLEARN_FILES)} in {path}")
 
     async def predict(self, request: InferenceRequest) -> InferenceResponse:
         features = self._features(request)

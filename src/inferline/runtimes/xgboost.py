@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 
 from inferline.protocol import codecs
-from inferline.protocol.errors import BadRequest, InvalidModelURI, ModelLoadError
+from inferline.protocol.errors import BadRequest, ModelLoadError
 from inferline.protocol.types import InferenceRequest, InferenceResponse
 from inferline.runtimes.base import Runtime
-from inferline.runtimes.settings import ModelSettings
+from inferline.runtimes.common import find_file, first_line, tabular_features
 
 XGBOOST_FILES = ("model.json", "model.ubj", "model.bst")
 INSTALL_HINT = 'pip install "inferline[xgboost]"'
@@ -31,7 +31,7 @@ class XGBoostRuntime(Runtime):
     model = None
 
     async def load(self) -> None:
-        path = find_model_file(self.artifact_path(), XGBOOST_FILES, self.name)
+        path = find_file(self.artifact_path(), XGBOOST_FILES, self.name)
         self.model = await asyncio.to_thread(_load_estimator, path, self.name)
 
     def output_names(self) -> list[str]:
@@ -87,67 +87,3 @@ def _load_estimator(path: Path, model_name: str) -> Any:
                 f"model '{model_name}': xgboost cannot load {path}: {first_line(exc)}"
             ) from None
     raise ModelLoadError(f"model '{model_name}': xgboost cannot load {path}: {problem}")
-
-
-# --- shared by the tabular runtimes (xgboost, lightgbm) ------------------------------------------
-
-
-def find_model_file(path: Path, names: tuple[str, ...], model_name: str) -> Path:
-    """The artifact itself when `path` is a file, else the first of `names` in that folder."""
-    if path.is_file():
-        return path
-    for name in names:
-        if (path / name).is_file():
-            return path / name
-    raise InvalidModelURI(f"model '{model_name}': no {', '.join(names)} in {path}")
-
-
-def tabular_features(request: InferenceRequest, settings: ModelSettings, n_features: int) -> Any:
-    """The feature matrix, read as the scikit-learn runtime reads it.
-
-    One input is the matrix (a 1-D input is one feature column); several inputs are one column
-    each; a `pd` request is a DataFrame. The column count is checked here so a wrong request gets
-    a plain message rather than the library's stack trace.
-    """
-    content_type = request.parameters.get("content_type") or settings.content_type
-    if content_type in ("pd", "pd_json"):
-        frame = codecs.decode_request(request, "pd")
-        _check_columns(frame.shape[1], n_features, settings.name)
-        return frame
-    if not request.inputs:
-        raise BadRequest(f"model '{settings.name}' needs at least one input")
-    for tensor in request.inputs:
-        if tensor.data.ndim == 0:
-            raise BadRequest(f"input '{tensor.name}' is a scalar; send rows of features")
-        if tensor.data.dtype.kind not in "biuf":
-            raise BadRequest(
-                f"input '{tensor.name}' has datatype {tensor.datatype}; model "
-                f"'{settings.name}' needs numbers"
-            )
-    if len(request.inputs) == 1:
-        data = request.inputs[0].data
-        features = data.reshape(-1, 1) if data.ndim == 1 else data
-        if features.ndim != 2:
-            raise BadRequest(
-                f"input '{request.inputs[0].name}' has shape {list(data.shape)}; model "
-                f"'{settings.name}' needs [N, {n_features}] (rows of features)"
-            )
-    else:
-        columns = [t.data.reshape(t.data.shape[0], -1) for t in request.inputs]
-        if len({c.shape[0] for c in columns}) > 1:
-            raise BadRequest("all inputs must have the same first dimension (the batch size)")
-        features = np.hstack(columns)
-    _check_columns(features.shape[1], n_features, settings.name)
-    return features
-
-
-def _check_columns(got: int, expected: int, model_name: str) -> None:
-    if got != expected:
-        raise BadRequest(
-            f"model '{model_name}' takes {expected} features per row; the request has {got}"
-        )
-
-
-def first_line(exc: Exception) -> str:
-    """The message without the native stack trace xgboost and lightgbm append to it."""
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
