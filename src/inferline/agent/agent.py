@@ -132,7 +132,11 @@ class Agent:
     async def _load(self, name: str, entry: dict[str, Any]) -> None:
         self._changed.set()
         try:
-            settings = settings_from_spec(name, entry["version"], entry["spec"])
+            # Fetching the artifact may mean a download: keep it off the event loop, which
+            # also serves inference and the scheduler's heartbeat.
+            settings = await asyncio.to_thread(
+                settings_from_spec, name, entry["version"], entry["spec"]
+            )
             await self.dataplane.load_model(settings)
             log.info("loaded %s", name)
         except InferlineError as exc:
