@@ -19,6 +19,7 @@ import websockets
 from inferline.agent.settings import settings_from_spec
 from inferline.protocol.errors import InferlineError
 from inferline.server.dataplane import DataPlane
+from inferline.storage.credentials import storage_secret
 
 log = logging.getLogger(__name__)
 
@@ -134,9 +135,11 @@ class Agent:
         try:
             # Fetching the artifact may mean a download: keep it off the event loop, which
             # also serves inference and the scheduler's heartbeat.
-            settings = await asyncio.to_thread(
-                settings_from_spec, name, entry["version"], entry["spec"]
-            )
+            # The Model's `secretName` picks the storage credentials for this fetch.
+            with storage_secret(entry["spec"].get("secretName")):
+                settings = await asyncio.to_thread(
+                    settings_from_spec, name, entry["version"], entry["spec"]
+                )
             await self.dataplane.load_model(settings)
             log.info("loaded %s", name)
         except InferlineError as exc:

@@ -7,9 +7,11 @@ or `<name>.json`, or a folder `<name>/` with one file per key (how Kubernetes mo
 Each file holds that YAML, a flat mapping of the parameters with a `type`, or rclone's own INI
 config (`[remote]` sections). The remote whose `type` fits the URI's scheme is used.
 
-Which secret applies: the one set with `storage_secret(name)` around a fetch (the agent passes
-the Model's `secretName` this way), else `$INFERLINE_STORAGE_SECRET` (one secret for every model,
-as Seldon's preloaded rclone secrets are), else none: credentials then come from the environment.
+Which secret applies: the one set with `storage_secret(name)` around a fetch (how a Model's
+`secretName` is passed), else `$INFERLINE_STORAGE_SECRET` (one secret for every model, as
+Seldon's preloaded rclone secrets are), else none: credentials then come from the environment.
+A model's own secret must hold a remote for its URI's store; the shared one may not, and then
+the environment's credentials are used.
 """
 
 import configparser
@@ -57,7 +59,10 @@ def remote_config(kind: str) -> dict[str, Any] | None:
     Parameter names are rclone's (`access_key_id`, `secret_access_key`, `endpoint`, `region`,
     `env_auth`, `service_account_credentials`, `headers`, ...).
     """
-    name = secret_name()
+    name = _SECRET.get()
+    shared = not name
+    if shared:
+        name = os.environ.get("INFERLINE_STORAGE_SECRET")
     if not name:
         return None
     if not _NAME.match(name):
@@ -73,6 +78,8 @@ def remote_config(kind: str) -> dict[str, Any] | None:
     for remote in remotes:
         if str(remote.get("type", "")).lower() in wanted:
             return remote
+    if shared:
+        return None  # the secret for every model may hold remotes for other stores only
     found = ", ".join(sorted({str(r.get("type")) for r in remotes})) or "none"
     raise InvalidModelURI(
         f"storage secret '{name}' holds no remote of type {' or '.join(wanted)} (found: {found})"

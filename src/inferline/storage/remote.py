@@ -145,7 +145,15 @@ class ObjectStoreStorage:
             # No credentials anywhere: read it as a public bucket, as the CLIs do when asked.
             log.info("no credentials for %s; reading it anonymously", path)
             fs = self.filesystem(None, anonymous=True)
-            found = fs.find(path, detail=True)
+            try:
+                found = fs.find(path, detail=True)
+            except Exception as anonymous_exc:
+                if classify(anonymous_exc) != DENIED:
+                    raise
+                raise InvalidModelURI(
+                    f"cannot read model URI '{self.kind}://{path}': no credentials were found "
+                    f"and anonymous access was refused: {explain(anonymous_exc)}"
+                ) from None
         files: dict[str, dict] = {}
         for name, info in found.items():
             name = name.rstrip("/")
@@ -155,7 +163,9 @@ class ObjectStoreStorage:
                 return {"": info}, fs
             relative = name[len(path) + 1 :] if name.startswith(path + "/") else None
             if not relative or any(part in ("", ".", "..") for part in relative.split("/")):
-                raise InvalidModelURI(f"object '{name}' cannot be stored under a local folder")
+                raise InvalidModelURI(
+                    f"object '{self.kind}://{name}' cannot be stored under a local folder"
+                )
             files[relative] = info
         return files, fs
 

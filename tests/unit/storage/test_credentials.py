@@ -64,6 +64,8 @@ def test_the_default_secret_comes_from_the_environment(secrets, monkeypatch):
     (secrets / "everyone.json").write_text('{"type": "s3", "access_key_id": "flat"}')
     monkeypatch.setenv("INFERLINE_STORAGE_SECRET", "everyone")
     assert remote_config("s3")["access_key_id"] == "flat"
+    # Shared by every model, it need not cover every store: an http model goes without.
+    assert remote_config("http") is None
 
 
 def test_a_missing_secret_says_where_it_looked(secrets):
