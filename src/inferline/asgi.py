@@ -1,11 +1,15 @@
 """What the lean ASGI apps (the model server's and the router's REST) share: request headers,
 the body read with a size limit, and JSON answers."""
 
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 
 from inferline.protocol.errors import InferlineError, PayloadTooLarge
+
+log = logging.getLogger(__name__)
 
 JSON_HEADERS = [(b"content-type", b"application/json")]
 
@@ -64,3 +68,18 @@ def _too_large(amount: str, limit: int, owner: str) -> str:
         f"request body of {amount} bytes is over the {owner}'s limit of {limit} bytes "
         "(--max-request-size)"
     )
+
+
+async def respond(scope, receive, send, route: Callable[..., Awaitable[Response]]) -> None:
+    """Answer one HTTP request with what `route(scope, receive)` returns: InferlineErrors become
+    their status with `{"error": ...}`, anything else a 500 (our bug, logged)."""
+    try:
+        status, headers, body = await route(scope, receive)
+    except InferlineError as exc:
+        status, headers, body = error_response(exc)
+    except Exception:
+        log.exception("internal error on %s %s", scope["method"], scope["path"])
+        status, headers, body = json_response(500, {"error": "internal server error"})
+    headers = [*headers, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -11,7 +11,15 @@ import logging
 from collections.abc import Awaitable, Callable
 from urllib.parse import quote
 
-from inferline.asgi import Response, allow, error_response, header, json_response, read_body
+from inferline.asgi import (
+    Response,
+    allow,
+    error_response,
+    header,
+    json_response,
+    read_body,
+    respond,
+)
 from inferline.protocol.errors import InferlineError
 from inferline.router.balancer import ConnectFailure
 from inferline.router.core import (
@@ -101,18 +109,8 @@ class RouterRestApp:
         self.special_handlers.update(special_handlers or {})
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            return
-        try:
-            status, headers, body = await self._route(scope, receive)
-        except InferlineError as exc:
-            status, headers, body = error_response(exc)
-        except Exception:
-            log.exception("internal error on %s %s", scope["method"], scope["path"])
-            status, headers, body = json_response(500, {"error": "internal server error"})
-        headers.append((b"content-length", str(len(body)).encode()))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        if scope["type"] == "http":
+            await respond(scope, receive, send, self._route)
 
     async def _route(self, scope, receive) -> Response:
         parts = scope["path"].strip("/").split("/")

@@ -13,10 +13,10 @@ from inferline.asgi import (
     JSON_HEADERS,
     Response,
     allow,
-    error_response,
     header,
     json_response,
     read_body,
+    respond,
 )
 from inferline.protocol import json_encoding
 from inferline.protocol.errors import BadRequest, InferlineError
@@ -40,18 +40,8 @@ class RestApp:
         self.max_request_size = max_request_size
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            return
-        try:
-            status, headers, body = await self._route(scope, receive)
-        except InferlineError as exc:
-            status, headers, body = error_response(exc)
-        except Exception:
-            log.exception("internal error on %s %s", scope["method"], scope["path"])
-            status, headers, body = json_response(500, {"error": "internal server error"})
-        headers = [*headers, (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        if scope["type"] == "http":
+            await respond(scope, receive, send, self._route)
 
     async def _route(self, scope, receive) -> Response:
         parts = scope["path"].strip("/").split("/")
