@@ -83,6 +83,8 @@ class ServerSupervisor:
             "--replica", str(replica),
             "--host", self.config.host,
             "--memory", str(memory),
+            *(["--router", f"{self.config.host}:{self.config.http_port}"]
+              if self.config.http_port else []),
         ]  # fmt: skip
         log_file = (self.log_dir / f"{self.config.server_name}-{replica}.log").open("ab")
         process = await asyncio.create_subprocess_exec(

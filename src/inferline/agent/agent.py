@@ -36,8 +36,16 @@ class AgentIdentity:
 
 
 class Agent:
-    def __init__(self, dataplane: DataPlane, scheduler: str, identity: AgentIdentity):
+    def __init__(
+        self,
+        dataplane: DataPlane,
+        scheduler: str,
+        identity: AgentIdentity,
+        router: str | None = None,
+    ):
         self.dataplane = dataplane
+        # The router's REST "host:port", for explainers that call the model they explain.
+        self.router = router
         self.url = f"ws://{scheduler}/v1/agents"
         self.identity = identity
         self.desired: dict[str, dict[str, Any]] = {}
@@ -138,7 +146,7 @@ class Agent:
             # The Model's `secretName` picks the storage credentials for this fetch.
             with storage_secret(entry["spec"].get("secretName")):
                 settings = await asyncio.to_thread(
-                    settings_from_spec, name, entry["version"], entry["spec"]
+                    settings_from_spec, name, entry["version"], entry["spec"], self.router
                 )
             await self.dataplane.load_model(settings)
             log.info("loaded %s", name)

@@ -13,7 +13,15 @@ log = logging.getLogger(__name__)
 
 # What this server can run; models whose requirements are not all here go elsewhere. A runtime's
 # tag is offered only when its library (an optional extra) is installed.
-DEFAULT_CAPABILITIES = ["inferline", "mlserver", "python", *installed_runtime_tags()]
+# `alibi-explain` is the tag Seldon places explainers by; our explainer runtime always runs
+# (its `feature_importance` needs nothing beyond numpy).
+DEFAULT_CAPABILITIES = [
+    "inferline",
+    "mlserver",
+    "python",
+    "alibi-explain",
+    *installed_runtime_tags(),
+]
 
 
 def physical_memory() -> int:
@@ -30,6 +38,8 @@ class NodeConfig:
     overcommit_percentage: int = 10
     # The host other components use to reach this server (defaults to the listen host).
     advertise_host: str | None = None
+    # The router's REST "host:port", which explainers call their target through.
+    router: str | None = None
     server: ServerConfig = field(
         default_factory=lambda: ServerConfig(host="127.0.0.1", http_port=0, grpc_port=0)
     )
@@ -53,7 +63,7 @@ async def serve_node(config: NodeConfig) -> None:
     )
     # No model folders of its own: what this server holds is the scheduler's business.
     await server.dataplane.load_repository()
-    agent = Agent(server.dataplane, config.scheduler, identity)
+    agent = Agent(server.dataplane, config.scheduler, identity, config.router)
     agent_task = asyncio.create_task(agent.run())
     log.warning(
         "server %s replica %d: HTTP %s, gRPC %s, scheduler %s",

@@ -9,6 +9,7 @@ into `parameters.extra`, as Seldon Core 2's agent writes them.
 from pathlib import Path
 from typing import Any
 
+from inferline.protocol.errors import ModelLoadError
 from inferline.runtimes.registry import LIGHTGBM, ONNX, SKLEARN, XGBOOST
 from inferline.runtimes.settings import SETTINGS_FILE, ModelSettings, read_settings
 from inferline.storage import fetch
@@ -17,7 +18,13 @@ from inferline.storage import fetch
 RUNTIME_TAGS = {"sklearn": SKLEARN, "xgboost": XGBOOST, "lightgbm": LIGHTGBM, "onnx": ONNX}
 
 
-def settings_from_spec(name: str, version: int, spec: dict[str, Any]) -> ModelSettings:
+EXPLAINER = "inferline.runtimes.explainer.ExplainerRuntime"
+
+
+def settings_from_spec(
+    name: str, version: int, spec: dict[str, Any], router: str | None = None
+) -> ModelSettings:
+    """`router` ("host:port" of the router's REST) is where an explainer calls its target."""
     path = fetch(spec["storageUri"])
     if path.is_dir():
         path = _version_folder(path, spec.get("artifactVersion"))
@@ -37,7 +44,29 @@ def settings_from_spec(name: str, version: int, spec: dict[str, Any]) -> ModelSe
         **settings.extra,
         **{p["name"]: p["value"] for p in spec.get("parameters", [])},
     }
+    if spec.get("explainer"):
+        _make_explainer(settings, spec["explainer"], router)
     return settings
+
+
+def _make_explainer(settings: ModelSettings, explainer: dict[str, Any], router: str | None) -> None:
+    """What Seldon Core 2's agent writes for a Model with an `explainer` block: the explainer
+    runtime, its type, and the router URI of the model or pipeline it explains."""
+    if not router:
+        raise ModelLoadError(
+            f"model '{settings.name}' is an explainer, and this server was started without the "
+            "router's address to call its target with (inferline server --router HOST:PORT)"
+        )
+    if explainer.get("modelRef"):
+        target = f"http://{router}/v2/models/{explainer['modelRef']}/infer"
+    else:
+        target = f"http://{router}/v2/pipelines/{explainer['pipelineRef']}/infer"
+    settings.implementation = EXPLAINER
+    settings.extra = {
+        **settings.extra,
+        "explainer_type": explainer.get("type"),
+        "infer_uri": target,
+    }
 
 
 def _version_folder(path: Path, artifact_version: int | None) -> Path:

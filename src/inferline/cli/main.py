@@ -224,6 +224,10 @@ def server(
     ] = None,
     memory: Annotated[int, typer.Option(help="Bytes of model memory offered (0: all RAM).")] = 0,
     overcommit: Annotated[int, typer.Option(help="Memory overcommit percentage.")] = 10,
+    router_address: Annotated[
+        str | None,
+        typer.Option("--router", help="Router REST host:port, which explainers call through."),
+    ] = None,
     log_level: LogLevel = "INFO",
 ) -> None:
     """Without a sub-command: run a model server that takes its models from a scheduler."""
@@ -241,6 +245,7 @@ def server(
         memory=memory,
         overcommit_percentage=overcommit,
         advertise_host=advertise_host,
+        router=router_address,
         server=ServerConfig(host=host, http_port=http_port, grpc_port=grpc_port),
     )
     run(serve_node(config))
