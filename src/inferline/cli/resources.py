@@ -140,6 +140,22 @@ def model_unload(
         fail(str(exc))
 
 
+def _status(plural: str, name: str, wait: str | None, timeout: float, host: str | None):
+    """A resource's status, after waiting for state `wait` when given; fails the command."""
+    try:
+        api = client(host)
+        return api.wait_for(plural, name, wait, timeout) if wait else api.status(plural, name)
+    except CLIError as exc:
+        fail(str(exc))
+
+
+def _list(plural: str, host: str | None) -> list:
+    try:
+        return client(host).list(plural)
+    except CLIError as exc:
+        fail(str(exc))
+
+
 @model_app.command("status")
 def model_status(
     name: str,
@@ -149,11 +165,7 @@ def model_status(
     as_json: AsJson = False,
 ) -> None:
     """A model's status; with -w STATE, wait until its latest version is in STATE."""
-    try:
-        api = client(scheduler_host)
-        result = api.wait_for("models", name, wait, timeout) if wait else api.status("models", name)
-    except CLIError as exc:
-        fail(str(exc))
+    result = _status("models", name, wait, timeout, scheduler_host)
     if as_json:
         output.print_json(result)
         return
@@ -170,10 +182,7 @@ def model_status(
 @model_app.command("list")
 def model_list(scheduler_host: SchedulerHost = None, as_json: AsJson = False) -> None:
     """Every model with its state."""
-    try:
-        statuses = client(scheduler_host).list("models")
-    except CLIError as exc:
-        fail(str(exc))
+    statuses = _list("models", scheduler_host)
     if as_json:
         output.print_json(statuses)
     else:
@@ -285,10 +294,7 @@ def model_metadata(
 
 def server_list(scheduler_host: SchedulerHost = None, as_json: AsJson = False) -> None:
     """Every server with its connected replicas and loaded models."""
-    try:
-        statuses = client(scheduler_host).list("servers")
-    except CLIError as exc:
-        fail(str(exc))
+    statuses = _list("servers", scheduler_host)
     if as_json:
         output.print_json(statuses)
     else:
@@ -297,10 +303,7 @@ def server_list(scheduler_host: SchedulerHost = None, as_json: AsJson = False) -
 
 def server_status(name: str, scheduler_host: SchedulerHost = None, as_json: AsJson = False) -> None:
     """One server's replicas: addresses, memory, loaded models."""
-    try:
-        result = client(scheduler_host).status("servers", name)
-    except CLIError as exc:
-        fail(str(exc))
+    result = _status("servers", name, None, 0, scheduler_host)
     if as_json:
         output.print_json(result)
         return
@@ -361,15 +364,7 @@ def pipeline_status(
     as_json: AsJson = False,
 ) -> None:
     """A pipeline's status; with -w STATE (e.g. PipelineReady), wait for it."""
-    try:
-        api = client(scheduler_host)
-        result = (
-            api.wait_for("pipelines", name, wait, timeout)
-            if wait
-            else api.status("pipelines", name)
-        )
-    except CLIError as exc:
-        fail(str(exc))
+    result = _status("pipelines", name, wait, timeout, scheduler_host)
     if as_json:
         output.print_json(result)
         return
@@ -380,10 +375,7 @@ def pipeline_status(
 @pipeline_app.command("list")
 def pipeline_list(scheduler_host: SchedulerHost = None, as_json: AsJson = False) -> None:
     """Every pipeline with its state."""
-    try:
-        statuses = client(scheduler_host).list("pipelines")
-    except CLIError as exc:
-        fail(str(exc))
+    statuses = _list("pipelines", scheduler_host)
     if as_json:
         output.print_json(statuses)
     else:
