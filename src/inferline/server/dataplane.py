@@ -8,9 +8,10 @@ REST and gRPC adapters only translate. The scheduler's agent drives the same `lo
 import asyncio
 import enum
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
-from inferline import __version__
+from inferline import __version__, metrics
 from inferline.protocol.errors import (
     BadRequest,
     InferenceError,
@@ -52,6 +53,16 @@ class LoadedModel:
     state: ModelState
     reason: str = ""
     metadata: ModelMetadata | None = None
+    # This version's metric series, looked up once rather than on every request.
+    success: object = field(init=False, repr=False)
+    failure: object = field(init=False, repr=False)
+    duration: object = field(init=False, repr=False)
+
+    def __post_init__(self):
+        labels = metrics.labels(self.settings.name, self.settings.version)
+        self.success = metrics.INFER_SUCCESS.labels(**labels)
+        self.failure = metrics.INFER_FAILURE.labels(**labels)
+        self.duration = metrics.INFER_DURATION.labels(**labels)
 
 
 class DataPlane:
@@ -88,13 +99,18 @@ class DataPlane:
     ) -> InferenceResponse:
         model = self._ready_model(name, version)
         _check_inputs(request, model.metadata)
+        started = time.perf_counter()
         try:
             response = await model.runtime.predict(request)
         except InferlineError:
+            model.failure.inc()
             raise
         except Exception as exc:
+            model.failure.inc()
             log.info("model %s failed on request %s: %r", name, request.id, exc)
             raise InferenceError(f"model '{name}' failed: {exc}") from exc
+        model.duration.observe(time.perf_counter() - started)
+        model.success.inc()
         response.model_name = model.settings.name
         response.model_version = model.settings.version
         response.id = request.id

@@ -18,6 +18,7 @@ from inferline.asgi import (
     read_body,
     respond,
 )
+from inferline import metrics
 from inferline.protocol import json_encoding
 from inferline.protocol.errors import BadRequest, InferlineError
 from inferline.server.dataplane import DataPlane
@@ -45,6 +46,10 @@ class RestApp:
 
     async def _route(self, scope, receive) -> Response:
         parts = scope["path"].strip("/").split("/")
+        if parts == ["metrics"]:
+            allow(scope, "GET")
+            body, content_type = metrics.exposition()
+            return 200, [(b"content-type", content_type.encode())], body
         if parts[0] != "v2":
             raise NotFound(f"no route for {scope['path']}")
         rest = parts[1:]

@@ -133,3 +133,25 @@ async def test_repository_index_load_unload(client):
     assert (await client.post("/v2/models/iris/infer", json=IRIS)).status_code == 200
     missing = await client.post("/v2/repository/models/ghost/load")
     assert missing.status_code == 404 and "ghost" in missing.json()["error"]
+
+
+def _sample(text: str, line_start: str) -> float:
+    """The value of the first exposition line starting with `line_start` (0 when absent)."""
+    for line in text.splitlines():
+        if line.startswith(line_start):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_metrics_count_answers_and_failures_per_model(client):
+    success = 'model_infer_request_success_total{model="iris",version="v0.1.0"}'
+    failure = 'model_infer_request_failure_total{model="iris",version="v0.1.0"}'
+    before = (await client.get("/metrics")).text
+    assert (await client.post("/v2/models/iris/infer", json=IRIS)).status_code == 200
+    bad = {**IRIS, "outputs": [{"name": "no_such_output"}]}
+    assert (await client.post("/v2/models/iris/infer", json=bad)).status_code == 400
+    after = await client.get("/metrics")
+    assert after.headers["content-type"].startswith("text/plain")
+    assert _sample(after.text, success) == _sample(before, success) + 1
+    assert _sample(after.text, failure) == _sample(before, failure) + 1
+    assert "model_infer_request_duration_seconds_bucket" in after.text
