@@ -9,6 +9,7 @@ import logging
 
 import orjson
 
+from inferline import metrics
 from inferline.asgi import (
     JSON_HEADERS,
     Response,
@@ -18,7 +19,6 @@ from inferline.asgi import (
     read_body,
     respond,
 )
-from inferline import metrics
 from inferline.protocol import json_encoding
 from inferline.protocol.errors import BadRequest, InferlineError
 from inferline.server.dataplane import DataPlane
