@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from inferline.cli import resources
+from inferline.cli import bench, resources
 
 app = typer.Typer(
     help="inferline: serve ML models over the Open Inference Protocol (V2), one machine or many.",
@@ -46,6 +46,12 @@ def serve(
     max_grpc_message_size: Annotated[
         int, typer.Option(help="Largest gRPC message in bytes, each way.")
     ] = 100 * MiB,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Worker processes sharing the ports (one per core scales CPU-bound models)."
+        ),
+    ] = 1,
     log_level: LogLevel = "INFO",
 ) -> None:
     """Serve every model found in MODEL_DIRS over V2 REST and gRPC (like `mlserver start`)."""
@@ -59,6 +65,7 @@ def serve(
         grpc_port=grpc_port,
         max_request_size=max_request_size,
         max_grpc_message_size=max_grpc_message_size,
+        workers=workers,
     )
     run(serve(config))
 
@@ -228,6 +235,12 @@ def server(
         str | None,
         typer.Option("--router", help="Router REST host:port, which explainers call through."),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Worker processes sharing the ports (one per core scales CPU-bound models)."
+        ),
+    ] = 1,
     log_level: LogLevel = "INFO",
 ) -> None:
     """Without a sub-command: run a model server that takes its models from a scheduler."""
@@ -246,7 +259,7 @@ def server(
         overcommit_percentage=overcommit,
         advertise_host=advertise_host,
         router=router_address,
-        server=ServerConfig(host=host, http_port=http_port, grpc_port=grpc_port),
+        server=ServerConfig(host=host, http_port=http_port, grpc_port=grpc_port, workers=workers),
     )
     run(serve_node(config))
 
@@ -261,3 +274,4 @@ app.add_typer(resources.model_app, name="model")
 app.add_typer(server_app, name="server")
 app.add_typer(resources.pipeline_app, name="pipeline")
 app.add_typer(resources.stored_group("experiment"), name="experiment")
+app.add_typer(bench.bench_app, name="bench")
