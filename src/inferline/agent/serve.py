@@ -8,18 +8,20 @@ from dataclasses import dataclass, field
 from inferline.agent.agent import Agent, AgentIdentity
 from inferline.runtimes.registry import installed_runtime_tags
 from inferline.server.serve import ModelServer, ServerConfig, stop_on_signal
+from inferline.server.workers import WorkerPool
 
 log = logging.getLogger(__name__)
 
 # What this server can run; models whose requirements are not all here go elsewhere. A runtime's
-# tag is offered only when its library (an optional extra) is installed.
-# `alibi-explain` is the tag Seldon places explainers by; our explainer runtime always runs
-# (its `feature_importance` needs nothing beyond numpy).
+# tag is offered only when its library (an optional extra) is installed: `alibi-explain` (the tag
+# Seldon places every explainer by) and `alibi-detect` only where Alibi is. `explainer` is our
+# permissive explainer runtime, which always runs (its `feature_importance` needs only numpy):
+# explainers of the types it implements place on it too (scheduler.placement).
 DEFAULT_CAPABILITIES = [
     "inferline",
     "mlserver",
     "python",
-    "alibi-explain",
+    "explainer",
     *installed_runtime_tags(),
 ]
 
@@ -47,7 +49,12 @@ class NodeConfig:
 
 async def serve_node(config: NodeConfig) -> None:
     stop = stop_on_signal()
-    server = ModelServer(config.server)
+    if config.server.workers > 1:
+        # The agent stays in this process; the pool applies what it loads to every worker.
+        server = held = WorkerPool(config.server)
+    else:
+        server = ModelServer(config.server)
+        held = server.dataplane
     await server.start()
     host = config.advertise_host or config.server.host
     if host in ("0.0.0.0", "::"):
@@ -62,13 +69,14 @@ async def serve_node(config: NodeConfig) -> None:
         overcommit_percentage=config.overcommit_percentage,
     )
     # No model folders of its own: what this server holds is the scheduler's business.
-    await server.dataplane.load_repository()
-    agent = Agent(server.dataplane, config.scheduler, identity, config.router)
+    await held.load_repository()
+    agent = Agent(held, config.scheduler, identity, config.router)
     agent_task = asyncio.create_task(agent.run())
     log.warning(
-        "server %s replica %d: HTTP %s, gRPC %s, scheduler %s",
+        "server %s replica %d (%d worker(s)): HTTP %s, gRPC %s, scheduler %s",
         config.server_name,
         config.replica,
+        config.server.workers,
         identity.http,
         identity.grpc,
         config.scheduler,

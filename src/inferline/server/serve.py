@@ -27,6 +27,8 @@ class ServerConfig:
     grpc_port: int = 8081
     max_request_size: int = DEFAULT_MAX_REQUEST_SIZE
     max_grpc_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    # Processes serving the same ports (`inferline.server.workers`); 1 is this process alone.
+    workers: int = 1
 
 
 class _HttpServer(uvicorn.Server):
@@ -55,6 +57,10 @@ class ModelServer:
         await self._grpc.start()
         sock = socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if config.workers > 1:
+            # Every worker listens on the port; the kernel spreads connections over them.
+            # (grpc sets SO_REUSEPORT on its own sockets by default.)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((config.host, config.http_port))
         self.http_port = sock.getsockname()[1]
         self._http = _HttpServer(
@@ -93,6 +99,11 @@ def stop_on_signal() -> asyncio.Event:
 
 
 async def serve(config: ServerConfig) -> None:
+    if config.workers > 1:
+        from inferline.server.workers import serve_workers
+
+        await serve_workers(config)
+        return
     server = ModelServer(config)
     stop = stop_on_signal()
     await server.start()

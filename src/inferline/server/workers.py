@@ -1,0 +1,587 @@
+"""Parallel workers: N processes serving one server's ports, supervised by a parent.
+
+Each worker is a whole `ModelServer` (uvicorn REST and grpc.aio) listening on the same ports with
+SO_REUSEPORT, so the kernel spreads incoming connections over the workers and a request reaches
+the process that answers it directly. MLServer instead passes every request from one front
+process to its workers over queues: an extra hop per request, and a front process that saturates
+first. The price here is that a connection stays with one worker: a gRPC channel (one HTTP/2
+connection) or an HTTP keep-alive connection is served by one process, so load spreads only
+over several connections.
+
+The parent holds no model and serves no request. It reserves the ports, starts the workers
+(fork+exec, not fork: grpc and OpenMP thread pools do not survive a fork), keeps the list of
+models the server holds, broadcasts every load and unload to all workers over a control channel
+(a socket pair per worker, length-prefixed pickles) and calls a load done, and the model READY,
+only when every worker has it. A repository API call reaching a worker is forwarded to the parent,
+which broadcasts it. A worker that dies is replaced: the new one loads every model the server
+holds before it opens its ports, so it never answers "model not found" for a model the others
+serve. Under a scheduler the agent lives in the parent and drives `WorkerPool` as it drives a
+`DataPlane` in a single process.
+
+Prometheus metrics: every worker writes to one folder (`PROMETHEUS_MULTIPROC_DIR`, a fresh temp
+folder per server unless set), so `/metrics` on any worker reports the sum over all of them.
+"""
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import pickle
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from inferline.protocol.errors import InferlineError, ModelNotFound
+from inferline.protocol.types import RepositoryModel
+from inferline.runtimes.settings import ModelSettings
+from inferline.server.dataplane import DataPlane, ModelState
+from inferline.server.repository import ModelRepository
+
+log = logging.getLogger(__name__)
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# A worker that dies this soon after it started is restarted after a growing pause, so a worker
+# that cannot start does not spin.
+QUICK_DEATH = 10.0
+MAX_RESTART_PAUSE = 10.0
+STOP_TIMEOUT = 15.0
+
+
+class WorkerGone(Exception):
+    """The process at the other end of a control channel went away."""
+
+
+class ForwardedError(InferlineError):
+    """An `InferlineError` raised in another process, with its status and message."""
+
+    def __init__(self, status: int, grpc_code: str | None, message: str):
+        super().__init__(message)
+        self.status = status
+        self.grpc_code = grpc_code
+
+
+# --- the control channel ----------------------------------------------------------------------
+
+
+class Channel:
+    """Calls in both directions over one stream socket: `await channel.call("method", *args)`
+    runs `handlers["method"](*args)` in the other process and returns its result or raises its
+    `InferlineError` (as a `ForwardedError`). Calls are served concurrently, each as a task."""
+
+    def __init__(self, sock: socket.socket, handlers: dict[str, Callable[..., Awaitable[Any]]]):
+        self._sock = sock
+        self._handlers = handlers
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._pending: dict[int, asyncio.Future] = {}
+        self._next_id = 0
+        self._tasks: set[asyncio.Task] = set()
+        self.closed = asyncio.Event()
+
+    async def open(self) -> None:
+        self._reader, self._writer = await asyncio.open_unix_connection(sock=self._sock)
+
+    async def run(self) -> None:
+        """Read until the other end closes; then every call still waiting fails."""
+        reader = self._reader
+        try:
+            while True:
+                size = int.from_bytes(await reader.readexactly(4), "big")
+                message = pickle.loads(await reader.readexactly(size))
+                if message[0] == "call":
+                    _, call_id, method, args = message
+                    task = asyncio.create_task(self._answer(call_id, method, args))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+                else:
+                    _, call_id, ok, value = message
+                    future = self._pending.pop(call_id, None)
+                    if future is not None and not future.done():
+                        if ok:
+                            future.set_result(value)
+                        else:
+                            future.set_exception(ForwardedError(*value))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            self.closed.set()
+            for future in self._pending.values():
+                if not future.done():
+                    future.set_exception(WorkerGone())
+            self._pending.clear()
+            self._writer.close()
+
+    async def call(self, method: str, *args: Any) -> Any:
+        if self.closed.is_set() or self._writer is None:
+            raise WorkerGone()
+        self._next_id += 1
+        future = asyncio.get_running_loop().create_future()
+        self._pending[self._next_id] = future
+        self._send(("call", self._next_id, method, args))
+        return await future
+
+    async def _answer(self, call_id: int, method: str, args: tuple) -> None:
+        try:
+            reply = (True, await self._handlers[method](*args))
+        except InferlineError as exc:
+            reply = (False, (exc.status, exc.grpc_code, exc.message))
+        except Exception as exc:
+            log.exception("control call %s failed", method)
+            reply = (False, (500, None, f"{method} failed: {exc!r}"))
+        if not self.closed.is_set():
+            self._send(("reply", call_id, *reply))
+
+    def _send(self, message: tuple) -> None:
+        data = pickle.dumps(message)
+        self._writer.write(len(data).to_bytes(4, "big") + data)
+
+
+# --- the parent ---------------------------------------------------------------------------------
+
+
+@dataclass
+class HeldModel:
+    """A model version the server holds, as the parent records it."""
+
+    settings: ModelSettings
+    state: ModelState
+    reason: str = ""
+
+
+@dataclass
+class WorkerSetup:
+    """What a worker gets from the parent when it starts."""
+
+    index: int
+    config: Any  # ServerConfig
+    log_level: int
+    # ("load", settings) or ("unavailable", name, version, reason), in the order to apply them.
+    held: list[tuple]
+    server_ready: bool
+    # A worker replacing a dead one loads first and opens its ports after; the first ones open
+    # them at once, so the server is live (not ready) while the models load.
+    listen_first: bool
+
+
+@dataclass
+class _Slot:
+    index: int
+    process: asyncio.subprocess.Process | None = None
+    channel: Channel | None = None
+    registered: bool = False  # has taken its setup, so it gets every broadcast from now on
+    serving: bool = False  # listening on the ports
+    started_at: float = 0.0
+    restarts: int = 0
+
+
+class WorkerPool:
+    """Runs `config.workers` worker processes on the same ports and keeps them holding the same
+    models. Offers the part of `DataPlane` the agent drives (`load_model`, `unload`,
+    `mark_unavailable`, `loaded_models`)."""
+
+    def __init__(self, config, repository: ModelRepository | None = None):
+        self.config = config
+        self.repository = repository or ModelRepository(config.model_dirs)
+        self.http_port = config.http_port
+        self.grpc_port = config.grpc_port
+        self._held: dict[tuple[str, str], HeldModel] = {}
+        self._slots = [_Slot(i) for i in range(config.workers)]
+        self._ready = False
+        self._stopping = False
+        self._reserved: list[socket.socket] = []
+        self._metrics_dir: Path | None = None
+        self._own_metrics_dir = False
+        self._supervisors: list[asyncio.Task] = []
+        self._background: set[asyncio.Task] = set()
+        self._all_serving = asyncio.Event()
+        self._start_failure: asyncio.Future | None = None
+
+    # --- life cycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start every worker; returns when all listen. Raises if one exits before that."""
+        self.http_port = self._reserve_port(self.config.http_port, "HTTP")
+        self.grpc_port = self._reserve_port(self.config.grpc_port, "gRPC")
+        self._prepare_metrics_dir()
+        self._start_failure = asyncio.get_running_loop().create_future()
+        self._supervisors = [asyncio.create_task(self._supervise(s)) for s in self._slots]
+        serving = asyncio.create_task(self._all_serving.wait())
+        await asyncio.wait([serving, self._start_failure], return_when=asyncio.FIRST_COMPLETED)
+        serving.cancel()
+        if not self._all_serving.is_set():
+            await self.stop()
+            raise RuntimeError(self._start_failure.result())
+
+    async def load_repository(self) -> None:
+        """Load every model in the repository into every worker; then the server is ready."""
+        try:
+            found, broken = self.repository.scan()
+            for folder, reason in broken:
+                log.error("model folder %s cannot be read: %s", folder, reason)
+                self.mark_unavailable(folder.name, None, reason)
+            for settings in found:
+                try:
+                    await self.load_model(settings)
+                except InferlineError as exc:
+                    log.error("model %s failed to load: %s", settings.name, exc.message)
+        finally:
+            self._ready = True
+            await self._broadcast("set_ready")
+
+    async def stop(self) -> None:
+        """SIGTERM every worker and wait for them (SIGKILL after `STOP_TIMEOUT` s)."""
+        self._stopping = True
+        processes = [s.process for s in self._slots if s.process and s.process.returncode is None]
+        for process in processes:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+        if processes:
+            _, late = await asyncio.wait(
+                [asyncio.create_task(p.wait()) for p in processes], timeout=STOP_TIMEOUT
+            )
+            if late:
+                log.warning("%d worker(s) did not stop in %.0f s; killing", len(late), STOP_TIMEOUT)
+                for process in processes:
+                    with contextlib.suppress(ProcessLookupError):
+                        process.kill()
+                await asyncio.wait(late)
+        for task in self._supervisors:
+            task.cancel()
+        await asyncio.gather(*self._supervisors, return_exceptions=True)
+        for sock in self._reserved:
+            sock.close()
+        if self._own_metrics_dir and self._metrics_dir is not None:
+            shutil.rmtree(self._metrics_dir, ignore_errors=True)
+
+    def worker_pids(self) -> list[int]:
+        return [s.process.pid for s in self._slots if s.process and s.process.returncode is None]
+
+    # --- what the agent drives ----------------------------------------------------------------
+
+    def loaded_models(self) -> list[RepositoryModel]:
+        return [
+            RepositoryModel(name, version or None, held.state.value, held.reason)
+            for (name, version), held in self._held.items()
+        ]
+
+    async def load(self, name: str) -> None:
+        """Load (or reload) a model by name from the repository, in every worker."""
+        await self.load_model(self.repository.find(name))
+
+    async def load_model(self, settings: ModelSettings) -> None:
+        """Load one model version into every worker; READY once all have it. A version already
+        served keeps its record if the new load fails, as in one process."""
+        key = (settings.name, settings.version or "")
+        previous = self._held.pop(key, None)
+        # Recorded before the broadcast: a worker started meanwhile loads it too.
+        self._held[key] = held = HeldModel(settings, ModelState.LOADING)
+        errors = await self._broadcast("load_model", settings)
+        if self._held.get(key) is not held:  # unloaded while loading
+            return
+        if errors:
+            if previous is not None and previous.state is ModelState.READY:
+                self._held[key] = previous
+            else:
+                held.state, held.reason = ModelState.UNAVAILABLE, errors[0].message
+            raise errors[0]
+        held.state = ModelState.READY
+
+    async def unload(self, name: str, version: str | None = None) -> None:
+        keys = [k for k in self._held if k[0] == name and (version is None or k[1] == version)]
+        if not keys:
+            raise ModelNotFound(name, version)
+        for key in keys:
+            del self._held[key]
+        errors = await self._broadcast("unload", name, version)
+        # A worker that never had it (it failed to load there) has nothing to unload.
+        errors = [e for e in errors if e.status != ModelNotFound.status]
+        if errors:
+            raise errors[0]
+
+    def mark_unavailable(self, name: str, version: str | None, reason: str) -> None:
+        key = (name, version or "")
+        if key not in self._held:
+            settings = ModelSettings(name=name, version=version)
+            self._held[key] = HeldModel(settings, ModelState.UNAVAILABLE, reason)
+            self._in_background(self._broadcast("mark_unavailable", name, version, reason))
+
+    # --- workers ------------------------------------------------------------------------------
+
+    async def _broadcast(self, method: str, *args: Any) -> list[InferlineError]:
+        """Call `method` in every registered worker; the errors they raised. A worker that dies
+        meanwhile is not an error: its replacement loads what the server holds."""
+        slots = [s for s in self._slots if s.registered and s.channel is not None]
+        results = await asyncio.gather(
+            *(s.channel.call(method, *args) for s in slots), return_exceptions=True
+        )
+        errors = []
+        for result in results:
+            if isinstance(result, InferlineError):
+                errors.append(result)
+            elif isinstance(result, BaseException) and not isinstance(result, WorkerGone):
+                raise result
+        return errors
+
+    async def _supervise(self, slot: _Slot) -> None:
+        pause = 0.5
+        while not self._stopping:
+            code = await self._run_worker(slot)
+            if self._stopping:
+                return
+            if not self._all_serving.is_set():
+                if not self._start_failure.done():
+                    self._start_failure.set_result(
+                        f"worker {slot.index} exited with code {code} before it could serve"
+                    )
+                return
+            quick = time.monotonic() - slot.started_at < QUICK_DEATH
+            pause = min(pause * 2, MAX_RESTART_PAUSE) if quick else 0.5
+            log.error(
+                "worker %d (pid %d) exited with code %s; starting a new one in %.1f s",
+                slot.index,
+                slot.process.pid,
+                code,
+                pause,
+            )
+            await asyncio.sleep(pause)
+            slot.restarts += 1
+
+    async def _run_worker(self, slot: _Slot) -> int:
+        parent_end, child_end = socket.socketpair()
+        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(self._metrics_dir)}
+        slot.registered = slot.serving = False
+        slot.started_at = time.monotonic()
+        slot.channel = Channel(parent_end, self._handlers(slot))
+        try:
+            slot.process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "inferline.server.workers",
+                "--control-fd", str(child_end.fileno()), "--index", str(slot.index),
+                pass_fds=(child_end.fileno(),),
+                env=env,
+            )  # fmt: skip
+        finally:
+            child_end.close()
+        await slot.channel.open()
+        reader = asyncio.create_task(slot.channel.run())
+        code = await slot.process.wait()
+        slot.registered = slot.serving = False
+        await reader  # ends at the end of the stream, which the worker's exit closed
+        return code
+
+    def _handlers(self, slot: _Slot) -> dict[str, Callable[..., Awaitable[Any]]]:
+        async def setup() -> WorkerSetup:
+            # Taking the snapshot and registering happen in one step of the event loop, so each
+            # load or unload reaches this worker exactly once: in the snapshot or by broadcast.
+            slot.registered = True
+            return WorkerSetup(
+                index=slot.index,
+                config=dataclasses.replace(
+                    self.config, http_port=self.http_port, grpc_port=self.grpc_port
+                ),
+                log_level=logging.getLogger().getEffectiveLevel(),
+                held=self._snapshot(),
+                server_ready=self._ready,
+                listen_first=not self._all_serving.is_set(),
+            )
+
+        async def serving() -> None:
+            slot.serving = True
+            if slot.restarts:
+                log.warning("worker %d (pid %d) serves again", slot.index, slot.process.pid)
+            if all(s.serving for s in self._slots):
+                self._all_serving.set()
+
+        return {"setup": setup, "serving": serving, "load": self.load, "unload": self.unload}
+
+    def _snapshot(self) -> list[tuple]:
+        steps = []
+        for (name, version), held in self._held.items():
+            if held.state is ModelState.UNAVAILABLE:
+                steps.append(("unavailable", name, version or None, held.reason))
+            else:
+                steps.append(("load", held.settings))
+        return steps
+
+    def _in_background(self, work: Awaitable) -> None:
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _reserve_port(self, port: int, what: str) -> int:
+        """Pick the port (any free one for 0) and hold it, bound but not listening, so nothing
+        else takes it while workers come and go. Bound-only sockets get no connections: the
+        kernel spreads them over the workers' listening sockets only."""
+        family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
+        # First without SO_REUSEPORT: that bind fails if anything at all uses the port.
+        with socket.socket(family) as probe:
+            try:
+                probe.bind((self.config.host, port))
+            except OSError as exc:
+                raise OSError(
+                    f"cannot listen for {what} on {self.config.host}:{port}: {exc.strerror}"
+                ) from None
+            port = probe.getsockname()[1]
+        sock = socket.socket(family)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((self.config.host, port))
+        self._reserved.append(sock)
+        return port
+
+    def _prepare_metrics_dir(self) -> None:
+        configured = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if configured:
+            # Counts left by an earlier run would be added to this one's.
+            self._metrics_dir = Path(configured)
+            self._metrics_dir.mkdir(parents=True, exist_ok=True)
+            for path in self._metrics_dir.glob("*.db"):
+                path.unlink()
+        else:
+            self._metrics_dir = Path(tempfile.mkdtemp(prefix="inferline-metrics-"))
+            self._own_metrics_dir = True
+
+
+async def serve_workers(config) -> None:
+    """`inferline serve --workers N`: the parent's life, until SIGINT or SIGTERM."""
+    from inferline.server.serve import stop_on_signal
+
+    stop = stop_on_signal()
+    pool = WorkerPool(config)
+    await pool.start()
+    await pool.load_repository()
+    log.warning(
+        "inferline serving %d model(s) with %d workers (pids %s): HTTP on %s:%d, gRPC on %s:%d",
+        sum(1 for m in pool.loaded_models() if m.state == ModelState.READY.value),
+        config.workers,
+        " ".join(map(str, pool.worker_pids())),
+        config.host,
+        pool.http_port,
+        config.host,
+        pool.grpc_port,
+    )
+    await stop.wait()
+    await pool.stop()
+
+
+# --- a worker -----------------------------------------------------------------------------------
+
+
+class WorkerDataPlane(DataPlane):
+    """A worker's data plane: loads and unloads asked through its repository API go to the
+    parent, which applies them to every worker; the parent's own calls run here directly."""
+
+    def __init__(self, repository: ModelRepository):
+        super().__init__(repository)
+        self.parent: Channel | None = None
+        self.server_ready = False
+
+    def ready(self) -> bool:
+        return self.server_ready
+
+    async def load(self, name: str) -> None:
+        await self.parent.call("load", name)
+
+    async def unload(self, name: str, version: str | None = None) -> None:
+        await self.parent.call("unload", name, version)
+
+    async def unload_here(self, name: str, version: str | None = None) -> None:
+        await DataPlane.unload(self, name, version)
+
+    async def unload_all(self) -> None:
+        for name in list(self._models):
+            await self.unload_here(name)
+
+    async def apply(self, held: list[tuple]) -> None:
+        """Take over what the server holds, in the order it was loaded."""
+        for step in held:
+            if step[0] == "load":
+                try:
+                    await self.load_model(step[1])
+                except InferlineError as exc:
+                    log.error("model %s failed to load: %s", step[1].name, exc.message)
+            else:
+                self.mark_unavailable(*step[1:])
+
+
+async def run_worker(control_fd: int, index: int) -> None:
+    from inferline.server.serve import ModelServer
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    sock = socket.socket(fileno=control_fd)
+    dataplane: WorkerDataPlane | None = None
+    applied = asyncio.Event()
+
+    async def after_setup(method, *args):
+        # Parent calls wait until this worker has taken over the snapshot, so they apply in order.
+        await applied.wait()
+        return await method(*args)
+
+    async def set_ready() -> None:
+        await applied.wait()
+        dataplane.server_ready = True
+
+    handlers = {
+        "load_model": lambda settings: after_setup(dataplane.load_model, settings),
+        "unload": lambda name, version: after_setup(dataplane.unload_here, name, version),
+        "mark_unavailable": lambda *args: after_setup(_mark, dataplane, *args),
+        "set_ready": set_ready,
+    }
+    channel = Channel(sock, handlers)
+    await channel.open()
+    reader = asyncio.create_task(channel.run())
+    setup: WorkerSetup = await channel.call("setup")
+    worker_format = LOG_FORMAT.replace("%(name)s", f"worker-{index} %(name)s")
+    logging.basicConfig(level=setup.log_level, format=worker_format, force=True)
+    dataplane = WorkerDataPlane(ModelRepository(setup.config.model_dirs))
+    dataplane.parent = channel
+    server = ModelServer(setup.config, dataplane)
+    if setup.listen_first:
+        await server.start()
+    await dataplane.apply(setup.held)
+    applied.set()
+    if not setup.listen_first:
+        await server.start()
+    dataplane.server_ready = dataplane.server_ready or setup.server_ready
+    await channel.call("serving")
+    # The parent gone (killed, even) means this worker must not stay behind.
+    closed = asyncio.create_task(channel.closed.wait())
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait([closed, stopped], return_when=asyncio.FIRST_COMPLETED)
+    closed.cancel()
+    stopped.cancel()
+    await server.stop()
+    reader.cancel()
+
+
+async def _mark(dataplane: DataPlane, name: str, version: str | None, reason: str) -> None:
+    dataplane.mark_unavailable(name, version, reason)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="One worker process of an inferline server.")
+    parser.add_argument("--control-fd", type=int, required=True)
+    parser.add_argument("--index", type=int, required=True)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    from inferline.server.serve import run
+
+    run(run_worker(args.control_fd, args.index))
+
+
+if __name__ == "__main__":
+    # Run as `python -m inferline.server.workers`: import the module under its own name, so
+    # what the parent pickles (`inferline.server.workers.WorkerSetup`) is the class used here.
+    from inferline.server.workers import main as _main
+
+    _main()

@@ -1,0 +1,284 @@
+"""`inferline serve --workers 2`: worker processes on the same ports, sharing the load.
+
+The model burns CPU for as long as the request asks and answers with the pid of the worker that
+ran it and the wall-clock interval it ran in, so the tests see which process answered and that
+two of them worked at the same time. The kernel spreads connections over the workers (each
+worker listens with SO_REUSEPORT): each test opens fresh connections until it has met every
+worker, so none depends on the luck of one hash.
+"""
+
+import contextlib
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+
+pytestmark = pytest.mark.slow
+
+WORKERS = 2
+# Fresh connections tried before concluding that a worker gets none: the chance that 60
+# connections all miss one of two workers is 2**-59.
+MAX_CONNECTIONS = 60
+
+BURNER_CODE = """
+    import os
+    import time
+
+    import numpy as np
+
+    from inferline.protocol.types import InferenceRequest, InferenceResponse, Tensor
+    from inferline.runtimes import Runtime
+
+
+    class Burner(Runtime):
+        async def predict(self, request: InferenceRequest) -> InferenceResponse:
+            started = time.time()
+            # Pure Python under the GIL: a worker running this can do nothing else.
+            cpu_deadline = time.process_time() + float(request.inputs[0].data.ravel()[0])
+            while time.process_time() < cpu_deadline:
+                pass
+            outputs = [
+                Tensor.from_numpy("pid", np.array([[os.getpid()]], dtype=np.int64)),
+                Tensor.from_numpy("interval", np.array([[started, time.time()]])),
+            ]
+            return InferenceResponse(model_name=self.name, outputs=outputs)
+"""
+
+
+@pytest.fixture(scope="module")
+def burner_dir(tmp_path_factory, write_custom_model) -> Path:
+    folder = tmp_path_factory.mktemp("workers") / "burner"
+    return write_custom_model(
+        folder, {"name": "burner", "implementation": "model.Burner"}, BURNER_CODE
+    )
+
+
+@pytest.fixture(scope="module")
+def server(serve, burner_dir):
+    return serve(burner_dir, extra_args=("--workers", str(WORKERS)))
+
+
+def burn_request(seconds: float = 0.0) -> dict:
+    return {"inputs": [{"name": "seconds", "shape": [1], "datatype": "FP32", "data": [seconds]}]}
+
+
+def children(pid: int) -> set[int]:
+    """The running (not zombie) child processes of `pid`."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            stat = (entry / "stat").read_text()
+            state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+            if int(ppid) == pid and state != "Z":
+                found.add(int(entry.name))
+    return found
+
+
+def running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def wait_for(check, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def infer(client: httpx.Client, server, seconds: float = 0.0) -> tuple[int, list[float]]:
+    """The pid that answered and the interval the model ran in."""
+    answer = client.post(f"{server.url}/v2/models/burner/infer", json=burn_request(seconds))
+    assert answer.status_code == 200, answer.text
+    outputs = {o["name"]: o["data"] for o in answer.json()["outputs"]}
+    return outputs["pid"][0], outputs["interval"]
+
+
+def clients_per_worker(server, pids: set[int]) -> dict[int, httpx.Client]:
+    """One open keep-alive connection to each worker in `pids`, by pid."""
+    found: dict[int, httpx.Client] = {}
+    for _ in range(MAX_CONNECTIONS):
+        client = httpx.Client(timeout=60)
+        pid, _ = infer(client, server)
+        if pid in found or pid not in pids:
+            client.close()
+        else:
+            found[pid] = client
+        if set(found) == pids:
+            return found
+    for client in found.values():
+        client.close()
+    raise AssertionError(f"{MAX_CONNECTIONS} connections reached only workers {sorted(found)}")
+
+
+# --- sharing the load -----------------------------------------------------------------------------
+
+
+def test_every_worker_answers_and_two_work_at_once(server):
+    workers = children(server.process.pid)
+    assert len(workers) == WORKERS, f"expected {WORKERS} worker processes, found {workers}"
+    clients = clients_per_worker(server, workers)
+    intervals: dict[int, list[float]] = {}
+    barrier = threading.Barrier(len(clients))
+
+    def call(client):
+        barrier.wait()
+        pid, interval = infer(client, server, seconds=0.3)
+        intervals[pid] = interval
+
+    threads = [threading.Thread(target=call, args=(c,)) for c in clients.values()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for client in clients.values():
+        client.close()
+    # One process can run only one of these at a time (the model holds the GIL while it
+    # burns), so overlapping intervals mean two processes worked on requests together.
+    (a_start, a_end), (b_start, b_end) = intervals.values()
+    assert set(intervals) == workers
+    assert a_start < b_end and b_start < a_end, f"no overlap: {intervals}"
+
+
+def test_grpc_channels_reach_every_worker(server):
+    workers = children(server.process.pid)
+    seen = set()
+    seconds = grpcclient.InferInput("seconds", [1], "FP32")
+    seconds.set_data_from_numpy(np.array([0.0], dtype=np.float32))
+    for _ in range(MAX_CONNECTIONS):
+        # One channel is one HTTP/2 connection, hence one worker.
+        client = grpcclient.InferenceServerClient(url=server.grpc_address)
+        try:
+            answer = client.infer("burner", [seconds])
+            seen.add(int(answer.as_numpy("pid").ravel()[0]))
+        finally:
+            client.close()
+        if seen == workers:
+            break
+    assert seen == workers
+
+
+def test_load_and_unload_through_one_worker_reach_every_worker(server):
+    workers = children(server.process.pid)
+    clients = clients_per_worker(server, workers)
+    try:
+        first, second = clients.values()
+        answer = first.post(f"{server.url}/v2/repository/models/burner/unload")
+        assert answer.status_code == 200, answer.text
+        for client in clients.values():
+            gone = client.post(f"{server.url}/v2/models/burner/infer", json=burn_request())
+            assert gone.status_code == 404, gone.text
+        # Unloading it again is answered as in one process, from the parent's record.
+        again = second.post(f"{server.url}/v2/repository/models/burner/unload")
+        assert again.status_code == 404
+        assert "burner" in again.json()["error"]
+
+        answer = second.post(f"{server.url}/v2/repository/models/burner/load")
+        assert answer.status_code == 200, answer.text
+        # Loaded means loaded in every worker: no request right after sees it missing.
+        assert {infer(client, server)[0] for client in clients.values()} == workers
+        for client in clients.values():
+            index = client.post(f"{server.url}/v2/repository/index", json={"ready": True})
+            assert index.json() == [{"name": "burner", "state": "READY", "reason": ""}]
+
+        missing = first.post(f"{server.url}/v2/repository/models/nothere/load")
+        assert missing.status_code == 404
+        assert missing.json() == {"error": "model 'nothere' not found"}
+    finally:
+        for client in clients.values():
+            client.close()
+
+
+def test_metrics_count_the_requests_of_every_worker(server):
+    def successes() -> float:
+        text = httpx.get(f"{server.url}/metrics").text
+        lines = [line for line in text.splitlines() if line.startswith("model_infer_request_")]
+        for line in lines:
+            if line.startswith('model_infer_request_success_total{model="burner"'):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    before = successes()
+    clients = clients_per_worker(server, children(server.process.pid))
+    try:
+        for client in clients.values():
+            for _ in range(3):
+                infer(client, server)
+    finally:
+        for client in clients.values():
+            client.close()
+    # clients_per_worker sent at least one request per worker too: at least 3 + 1 per worker.
+    assert successes() - before >= WORKERS * 4
+
+
+# --- failures -------------------------------------------------------------------------------------
+
+
+def test_a_killed_worker_is_replaced_and_the_others_keep_answering(serve, burner_dir):
+    server = serve(burner_dir, extra_args=("--workers", str(WORKERS)))
+    workers = children(server.process.pid)
+    clients = clients_per_worker(server, workers)
+    try:
+        victim, survivor = clients
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: not running(victim), 10, f"worker {victim} to die")
+
+        # The survivor's open connection and every new connection are answered.
+        assert infer(clients[survivor], server)[0] == survivor
+        for _ in range(10):
+            with httpx.Client(timeout=60) as client:
+                assert infer(client, server)[0] != victim
+        server.assert_running()
+
+        def replacement():
+            new = children(server.process.pid) - workers
+            return new.pop() if new else None
+
+        new_pid = wait_for(replacement, 60, "a new worker process")
+
+        def new_worker_answers():
+            with httpx.Client(timeout=60) as client:
+                try:
+                    return infer(client, server)[0] == new_pid
+                except (httpx.HTTPError, AssertionError):
+                    return False
+
+        # It opens its ports once it holds the model, so it answers the model at once.
+        wait_for(new_worker_answers, 60, f"the new worker {new_pid} to answer")
+        assert children(server.process.pid) == {survivor, new_pid}
+    finally:
+        for client in clients.values():
+            client.close()
+
+
+def test_sigterm_stops_every_worker(serve, burner_dir):
+    server = serve(burner_dir, extra_args=("--workers", str(WORKERS)))
+    workers = children(server.process.pid)
+    assert len(workers) == WORKERS
+    server.process.terminate()
+    assert server.process.wait(timeout=30) == 0, server.log()
+    wait_for(lambda: not any(running(pid) for pid in workers), 10, "the workers to exit")
+    assert "Traceback" not in server.log(), server.log()
+
+
+def test_workers_exit_when_the_parent_is_killed(serve, burner_dir):
+    server = serve(burner_dir, extra_args=("--workers", str(WORKERS)))
+    workers = children(server.process.pid)
+    server.process.kill()
+    server.process.wait(timeout=10)
+    # No orphan keeps the ports: each worker sees its control channel close and stops.
+    wait_for(lambda: not any(running(pid) for pid in workers), 30, "orphaned workers to exit")
