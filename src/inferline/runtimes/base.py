@@ -16,6 +16,11 @@ class Runtime:
     carrying the exception's message.
     """
 
+    # Adaptive batching may merge requests into one `predict` call and split the answer by rows;
+    # a runtime whose answer is not one row per input row, or that keeps state across
+    # requests, sets this to False and is never batched.
+    batchable = True
+
     def __init__(self, settings: ModelSettings):
         self.settings = settings
 

@@ -293,6 +293,7 @@ def benjamini_hochberg(p_val: np.ndarray, q_val: float) -> tuple[bool, float]:
 
 
 class DriftRuntime(Runtime):
+    batchable = False  # one answer per test over all rows, and its own request buffering
     drift: DriftTest | None = None
     drift_settings: DriftSettings | None = None
 

@@ -373,6 +373,7 @@ def _import_shap(model: str) -> Any:
 
 
 class ExplainerRuntime(Runtime):
+    batchable = False  # one explanation document per request, not one row per input row
     explainer: Any = None
     remote: RemoteModel | None = None
     # An httpx transport to reach the explained model through instead of the network (tests).

@@ -39,6 +39,7 @@ DETECTOR_TYPE = "outlier"
 
 
 class OutlierRuntime(Runtime):
+    batchable = False  # detectors follow alibi-detect's per-request semantics; never merged
     detector: Any = None
     # "sklearn" or "pyod": which score and decision convention the detector follows.
     family = ""

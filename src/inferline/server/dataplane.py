@@ -31,6 +31,7 @@ from inferline.protocol.types import (
 from inferline.runtimes.base import Runtime
 from inferline.runtimes.registry import runtime_class
 from inferline.runtimes.settings import ModelSettings
+from inferline.server.batching import AdaptiveBatcher, batcher_for
 from inferline.server.repository import ModelRepository
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,10 @@ class LoadedModel:
     state: ModelState
     reason: str = ""
     metadata: ModelMetadata | None = None
+    # Set when adaptive batching is on for this version: requests go through it.
+    batcher: AdaptiveBatcher | None = None
+    # `runtime.predict` or `batcher.predict`, chosen once so `infer` pays nothing for the choice.
+    predict: object = field(init=False, repr=False)
     # This version's metric series, looked up once rather than on every request.
     success: object = field(init=False, repr=False)
     failure: object = field(init=False, repr=False)
@@ -63,6 +68,10 @@ class LoadedModel:
         self.success = metrics.INFER_SUCCESS.labels(**labels)
         self.failure = metrics.INFER_FAILURE.labels(**labels)
         self.duration = metrics.INFER_DURATION.labels(**labels)
+        if self.batcher is not None:
+            self.predict = self.batcher.predict
+        else:
+            self.predict = self.runtime.predict if self.runtime is not None else None
 
 
 class DataPlane:
@@ -101,7 +110,7 @@ class DataPlane:
         _check_inputs(request, model.metadata)
         started = time.perf_counter()
         try:
-            response = await model.runtime.predict(request)
+            response = await model.predict(request)
         except InferlineError:
             model.failure.inc()
             raise
@@ -154,6 +163,7 @@ class DataPlane:
                 if await runtime.load() is False:
                     raise ModelLoadError(f"model '{settings.name}': load() returned False")
                 metadata = runtime.metadata()
+                batcher = batcher_for(settings, runtime)
             except Exception as exc:
                 message = exc.message if isinstance(exc, InferlineError) else f"{exc!r}"
                 if previous is None or previous.runtime is None:
@@ -164,9 +174,11 @@ class DataPlane:
                     raise
                 raise ModelLoadError(f"model '{settings.name}' failed to load: {exc}") from exc
             versions.pop(version_key, None)  # re-insert last: the newest load is the default
-            versions[version_key] = LoadedModel(settings, runtime, ModelState.READY, "", metadata)
+            versions[version_key] = LoadedModel(
+                settings, runtime, ModelState.READY, "", metadata, batcher
+            )
         if previous is not None and previous.runtime is not None:
-            await _unload_quietly(previous.runtime)
+            await _unload_quietly(previous)
 
     def mark_unavailable(self, name: str, version: str | None, reason: str) -> None:
         """Record a model that could not even be prepared for loading (e.g. a bad URI)."""
@@ -185,7 +197,7 @@ class DataPlane:
                 model = versions.pop(key)
                 model.state = ModelState.UNLOADING
                 if model.runtime is not None:
-                    await _unload_quietly(model.runtime)
+                    await _unload_quietly(model)
             if not versions:
                 del self._models[name]
 
@@ -286,8 +298,11 @@ def _select_outputs(name: str, response: InferenceResponse, request: InferenceRe
     return selected
 
 
-async def _unload_quietly(runtime: Runtime) -> None:
+async def _unload_quietly(model: LoadedModel) -> None:
+    # Callers waiting in a batch are answered before the runtime goes.
+    if model.batcher is not None:
+        await model.batcher.close()
     try:
-        await runtime.unload()
+        await model.runtime.unload()
     except Exception:
-        log.exception("model %s failed to unload cleanly", runtime.name)
+        log.exception("model %s failed to unload cleanly", model.settings.name)
