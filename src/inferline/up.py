@@ -19,7 +19,7 @@ from inferline.dataflow.controller import PipelineController
 from inferline.dataflow.engine import DataflowEngine
 from inferline.dataflow.inspect import inspect
 from inferline.dataflow.topics import TopicNames
-from inferline.gateways.model_gateway import ModelGatewayConfig, RouterCaller
+from inferline.gateways.model_gateway import LocalRouterCaller, ModelGatewayConfig
 from inferline.gateways.pipeline_api import PipelineApi
 from inferline.gateways.pipeline_gateway import PipelineGateway
 from inferline.router.app import Router, RouterConfig
@@ -171,10 +171,8 @@ class Platform:
         )
         await router.start()
         self._stack.append(router.stop)
-        # Steps call their models through the router, as any client does.
-        caller = RouterCaller(
-            f"{config.host}:{router.grpc_port}", timeout=config.model_gateway_timeout
-        )
+        # Steps call their models through the router, as any client does (in-process here).
+        caller = LocalRouterCaller(router.grpc_service, timeout=config.model_gateway_timeout)
         self._stack.append(caller.close)
         engine = DataflowEngine(
             bus,
