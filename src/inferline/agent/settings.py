@@ -3,7 +3,8 @@
 The artifact folder may hold MLServer's `model-settings.json` (its runtime and metadata are kept);
 otherwise the runtime comes from the model's `requirements` / `modelType` tags, or from the files
 in the folder. The name becomes the internal `<model>_<version>` and the spec's `parameters` go
-into `parameters.extra`, as Seldon Core 2's agent writes them.
+into `parameters.extra`, as Seldon Core 2's agent writes them; `max_batch_size` and
+`max_batch_time` among them set the server's adaptive batching instead (MLServer's keys and units).
 """
 
 from pathlib import Path
@@ -40,10 +41,9 @@ def settings_from_spec(
     if not settings.implementation:
         tags = [*spec.get("requirements", []), spec.get("modelType") or ""]
         settings.implementation = next((RUNTIME_TAGS[t] for t in tags if t in RUNTIME_TAGS), "")
-    settings.extra = {
-        **settings.extra,
-        **{p["name"]: p["value"] for p in spec.get("parameters", [])},
-    }
+    parameters = {p["name"]: p["value"] for p in spec.get("parameters", [])}
+    _take_batching(settings, parameters)
+    settings.extra = {**settings.extra, **parameters}
     if spec.get("explainer"):
         _make_explainer(settings, spec["explainer"], router)
     return settings
@@ -77,3 +77,17 @@ def _version_folder(path: Path, artifact_version: int | None) -> Path:
         return path
     numbered = [p for p in path.iterdir() if p.is_dir() and p.name.isdigit()]
     return max(numbered, key=lambda p: int(p.name)) if numbered else path
+
+
+def _take_batching(settings: ModelSettings, parameters: dict[str, Any]) -> None:
+    """Batching is the server's job, so these parameters override model-settings.json and do not
+    reach the runtime (whose own keys, like a detector's `batch_size`, mean something else)."""
+    for key, kind in (("max_batch_size", int), ("max_batch_time", float)):
+        if key in parameters:
+            value = parameters.pop(key)
+            try:
+                setattr(settings, key, kind(value))
+            except (TypeError, ValueError):
+                raise ModelLoadError(
+                    f"model '{settings.name}': parameter {key} must be a number, not {value!r}"
+                ) from None

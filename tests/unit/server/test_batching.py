@@ -337,3 +337,24 @@ def test_settings_file_limits_reach_the_batcher(tmp_path):
     settings = ModelRepository([tmp_path]).find("echo")
     batcher = batcher_for(settings, Recorder())
     assert (batcher.max_batch_size, batcher.max_batch_time) == (16, 0.05)
+
+
+def test_a_seldon_model_sets_batching_through_its_parameters(tmp_path):
+    from inferline.agent.settings import settings_from_spec
+
+    folder = write_echo(tmp_path / "echo", max_batch_size=2, max_batch_time=1)
+    parameters = [
+        {"name": "max_batch_size", "value": "32"},
+        {"name": "max_batch_time", "value": "0.02"},
+        {"name": "colour", "value": "blue"},
+    ]
+    spec = {"storageUri": str(folder), "parameters": parameters}
+    settings = settings_from_spec("echo_1", 1, spec)
+    # They override model-settings.json and are not handed to the runtime in `extra`.
+    assert (settings.max_batch_size, settings.max_batch_time) == (32, 0.02)
+    assert settings.extra == {"colour": "blue"}
+    spec["parameters"] = [{"name": "max_batch_size", "value": "lots"}]
+    with pytest.raises(
+        ModelLoadError, match="parameter max_batch_size must be a number, not 'lots'"
+    ):
+        settings_from_spec("echo_1", 1, spec)
