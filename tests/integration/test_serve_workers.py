@@ -8,16 +8,22 @@ worker, so none depends on the luck of one hash.
 """
 
 import contextlib
+import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+
+from inferline.demo import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -80,6 +86,12 @@ def children(pid: int) -> set[int]:
             if int(ppid) == pid and state != "Z":
                 found.add(int(entry.name))
     return found
+
+
+def new_child(pid: int, known: set[int]) -> int | None:
+    """A child process of `pid` that is not one of `known`, if there is one."""
+    new = children(pid) - known
+    return new.pop() if new else None
 
 
 def running(pid: int) -> bool:
@@ -244,11 +256,7 @@ def test_a_killed_worker_is_replaced_and_the_others_keep_answering(serve, burner
                 assert infer(client, server)[0] != victim
         server.assert_running()
 
-        def replacement():
-            new = children(server.process.pid) - workers
-            return new.pop() if new else None
-
-        new_pid = wait_for(replacement, 60, "a new worker process")
+        new_pid = wait_for(lambda: new_child(server.process.pid, workers), 60, "a new worker")
 
         def new_worker_answers():
             with httpx.Client(timeout=60) as client:
@@ -282,3 +290,122 @@ def test_workers_exit_when_the_parent_is_killed(serve, burner_dir):
     server.process.wait(timeout=10)
     # No orphan keeps the ports: each worker sees its control channel close and stops.
     wait_for(lambda: not any(running(pid) for pid in workers), 30, "orphaned workers to exit")
+
+
+# --- under a scheduler -------------------------------------------------------------------------
+
+
+def _start(args: list[str], log_path: Path) -> subprocess.Popen:
+    with log_path.open("wb") as log_file:  # the child keeps its own handle
+        return subprocess.Popen(
+            [sys.executable, "-m", "inferline", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+
+
+@pytest.fixture(scope="module")
+def scheduled(tmp_path_factory, burner_dir):
+    """`inferline scheduler` and `inferline server --workers 2` registered with it."""
+    workdir = tmp_path_factory.mktemp("scheduled")
+    scheduler_port, http_port, grpc_port = free_port(), free_port(), free_port()
+    scheduler = _start(
+        ["scheduler", "--port", str(scheduler_port), "--host", "127.0.0.1",
+         "--data-dir", str(workdir / "data")],
+        workdir / "scheduler.log",
+    )  # fmt: skip
+    node = _start(
+        ["server", "--scheduler", f"127.0.0.1:{scheduler_port}", "--host", "127.0.0.1",
+         "--http-port", str(http_port), "--grpc-port", str(grpc_port),
+         "--workers", str(WORKERS)],
+        workdir / "server.log",
+    )  # fmt: skip
+    scheduler_url = f"http://127.0.0.1:{scheduler_port}"
+
+    def connected():
+        with contextlib.suppress(httpx.HTTPError):
+            answer = httpx.get(f"{scheduler_url}/v1/servers/mlserver")
+            return answer.status_code == 200 and answer.json().get("availableReplicas") == 1
+        return False
+
+    try:
+        wait_for(connected, 60, "the server to register with the scheduler")
+        manifest = workdir / "burner.yaml"
+        manifest.write_text(
+            "apiVersion: mlops.seldon.io/v1alpha1\nkind: Model\nmetadata:\n  name: burner\n"
+            f"spec:\n  storageUri: {json.dumps(str(burner_dir))}\n  requirements:\n  - python\n"
+        )
+        yield SimpleNamespace(
+            server=SimpleNamespace(url=f"http://127.0.0.1:{http_port}", process=node),
+            scheduler_url=scheduler_url,
+            manifest=manifest,
+            cli_env={**os.environ, "INFERLINE_SCHEDULER_HOST": f"127.0.0.1:{scheduler_port}"},
+            logs=workdir,
+        )
+    finally:
+        for process in (node, scheduler):
+            process.terminate()
+        for process in (node, scheduler):
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def _cli(scheduled, *args: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "inferline", *args],
+        capture_output=True, text=True, env=scheduled.cli_env, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, f"inferline {' '.join(args)}:\n{result.stdout}{result.stderr}"
+
+
+def test_a_model_the_scheduler_loads_is_served_by_every_worker(scheduled):
+    server = scheduled.server
+    workers = children(server.process.pid)
+    assert len(workers) == WORKERS
+    _cli(scheduled, "load", "-f", str(scheduled.manifest))
+    _cli(scheduled, "status", "-f", str(scheduled.manifest), "--wait", "--timeout", "90")
+    # The scheduler knows one server replica: the parent, whose agent reports for all workers.
+    replicas = httpx.get(f"{scheduled.scheduler_url}/v1/servers/mlserver").json()["replicas"]
+    assert [(r["pid"], r["loadedModels"]) for r in replicas] == [(server.process.pid, ["burner_1"])]
+
+    # The scheduler calls it available only once every worker holds it.
+    burner = server.url + "/v2/models/burner_1/infer"
+    seen = set()
+    for _ in range(MAX_CONNECTIONS):
+        with httpx.Client(timeout=60) as client:
+            answer = client.post(burner, json=burn_request())
+            assert answer.status_code == 200, answer.text
+            seen.add(answer.json()["outputs"][0]["data"][0])
+        if seen == workers:
+            break
+    assert seen == workers
+
+    # A worker that dies is replaced by one that loads what the scheduler placed here first.
+    victim = next(iter(workers))
+    os.kill(victim, signal.SIGKILL)
+    new_pid = wait_for(lambda: new_child(server.process.pid, workers), 60, "a new worker")
+
+    def new_worker_answers():
+        with httpx.Client(timeout=60) as client:
+            answer = client.post(burner, json=burn_request())
+            assert answer.status_code == 200, answer.text
+            return answer.json()["outputs"][0]["data"][0] == new_pid
+
+    wait_for(new_worker_answers, 60, f"the new worker {new_pid} to answer")
+    model = httpx.get(f"{scheduled.scheduler_url}/v1/models/burner").json()
+    assert model["state"] == "ModelAvailable", model
+
+    _cli(scheduled, "unload", "-f", str(scheduled.manifest))
+
+    def unloaded_everywhere():
+        for _ in range(MAX_CONNECTIONS // 2):
+            with httpx.Client(timeout=60) as client:
+                if client.post(burner, json=burn_request()).status_code != 404:
+                    return False
+        return True
+
+    wait_for(unloaded_everywhere, 60, "every worker to unload the model")
