@@ -88,7 +88,7 @@ def ensure_mlserver_venv() -> Path:
     if marker.exists() and marker.read_text() == wanted and python.exists():
         return python
     log = WORK / "venv-mlserver.log"
-    print(f"building {VENV.relative_to(HERE.parent)} ({', '.join(requirements)}); log: {log}")
+    print(f"building {VENV} ({', '.join(requirements)}); log: {log}")
     shutil.rmtree(VENV, ignore_errors=True)
     WORK.mkdir(parents=True, exist_ok=True)
     steps = [
