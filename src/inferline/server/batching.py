@@ -17,7 +17,8 @@ Where MLServer's batcher is known to go wrong, this one is meant to be invisible
   request gets an error;
 - a runtime whose answer does not have one row per input row (a summary over the whole batch)
   cannot be split: the batch is answered one request at a time and batching is switched off for
-  that model version, with a warning. Runtimes that buffer or summarise on purpose (drift,
+  that model version, with a warning. A summary that happens to have as many entries as the
+  batch has rows cannot be told apart from rows, so runtimes that buffer or summarise (drift,
   outlier, explainer) set `Runtime.batchable = False` and are never batched.
 
 Every batch's size (in requests) is observed in the `model_infer_batch_size` histogram.
