@@ -129,8 +129,12 @@ def grpc_metadata(address: str, name: str, timeout: float) -> dict:
     return metadata_from_proto(answer)
 
 
-def make_target(options: dict, pipeline: bool, default_url: str) -> TargetSpec:
+def make_target(
+    options: dict, pipeline: bool, default_url: str, default_grpc: str = "127.0.0.1:9001"
+) -> TargetSpec:
     name = options["name"]
+    if options.get("grpc") == "router":
+        options = {**options, "grpc": default_grpc}
     called = name + PIPELINE_SUFFIX if pipeline else name
     timeout = options.get("timeout") or 60.0
     headers = tuple(_pairs(options.get("header"), "--header"))

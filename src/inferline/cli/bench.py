@@ -11,7 +11,7 @@ import orjson
 import typer
 
 from inferline.cli import output
-from inferline.cli.client import infer_host
+from inferline.cli.client import infer_grpc_host, infer_host
 
 bench_app = typer.Typer(
     help="Load-test a model or a pipeline (closed or open loop; REST, gRPC or Kafka), like k6.",
@@ -27,7 +27,12 @@ Url = Annotated[
     ),
 ]
 Grpc = Annotated[
-    str | None, typer.Option("--grpc", help="Call over gRPC at host:port instead of REST.")
+    str | None,
+    typer.Option(
+        "--grpc",
+        help="Call over gRPC at host:port instead of REST; 'router' for the router's "
+        "(127.0.0.1:9001; env INFERLINE_INFER_GRPC_HOST).",
+    ),
 ]
 Kafka = Annotated[
     str | None,
@@ -172,7 +177,9 @@ def _bench(options: dict, pipeline: bool) -> None:
     os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
     try:
         plan = make_plan(options)
-        spec = make_target(options, pipeline, default_url=f"http://{infer_host(None)}")
+        spec = make_target(
+            options, pipeline, f"http://{infer_host(None)}", default_grpc=infer_grpc_host(None)
+        )
     except (SetupError, PayloadError) as exc:
         _fail(str(exc))
     what = f"{'pipeline' if pipeline else 'model'} {options['name']}"

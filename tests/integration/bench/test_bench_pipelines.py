@@ -89,11 +89,12 @@ class TestEmbedded:
         assert result["target"]["name"] == "tfsimple.pipeline"
 
         run, result = bench(
-            up, tmp_path, "pipeline", "tfsimple", "--grpc", up.grpc_address,
+            up, tmp_path, "pipeline", "tfsimple", "--grpc", "router",
             "--iterations", "60", "--concurrency", "4", "--data", str(request_file),
         )  # fmt: skip
         assert run.returncode == 0, run.stderr
         assert result["requests"] == 60 and result["errors"] == 0
+        assert result["target"]["address"] == up.grpc_address  # the router's, from the env
 
     def test_model_through_the_router_by_default(self, up, request_file, tmp_path):
         # No --url: the router at INFERLINE_INFER_HOST
