@@ -3,7 +3,9 @@ answers for a drift detector, so a pipeline cannot tell which one it calls.
 
 The model folder holds the reference data as `x_ref.npy` (numbers, [M, F]; more dimensions are
 flattened to F features) and, optionally, `drift-settings.json`; `parameters.extra` in
-model-settings.json overrides the file key by key. Settings:
+model-settings.json overrides the file key by key (keys of `extra` that are not settings here are
+logged and ignored, near-misses of one are refused, and string values such as Seldon's Model
+`parameters` are read as JSON: see `extra_keys`). Settings:
 
 - `test`: `ks` (default; per feature two-sample Kolmogorov-Smirnov, as alibi-detect's KSDrift),
   `chi2` (per feature chi-square test of category counts, as ChiSquareDrift) or `tabular` (chi2
@@ -28,13 +30,16 @@ Outputs, in alibi-detect's order: `is_drift` (INT64 [1]; [F] with drift_type fea
 With `batch_size = N` requests are buffered: each of the first N - 1 gets an empty response
 (`outputs: []`) at once, and the N-th runs the test on all N requests' rows together, then the
 buffer starts again. This is MLServer's documented behaviour for its alibi-detect runtime, and
-unlike adaptive batching nobody waits: earlier callers simply get no result.
+unlike adaptive batching nobody waits: earlier callers simply get no result. In a Seldon
+pipeline the step's `batch: {size: N}` does the same job before the request reaches the model,
+so set one or the other: both would wait for N batches of N.
 
-Every test run is counted per model (`drift_counts()`), for metrics.
+Each `is_drift` value a test run reports is observed in the `seldon_model_drift` histogram
+(labels model_name, model_version), as MLServer's alibi-detect runtime logs it; an empty answer
+while buffering observes nothing.
 """
 
 import asyncio
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +47,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from inferline import metrics
 from inferline.protocol import codecs
 from inferline.protocol.errors import BadRequest, ModelLoadError
 from inferline.protocol.types import InferenceRequest, InferenceResponse, ModelMetadata
@@ -54,6 +60,7 @@ from inferline.runtimes.common import (
     require,
     rows,
 )
+from inferline.runtimes.extra_keys import read_extra
 
 DETECTOR_TYPE = "drift"
 REFERENCE_FILE = "x_ref.npy"
@@ -63,41 +70,17 @@ METHODS = {"ks": "KSDrift", "chi2": "ChiSquareDrift", "tabular": "TabularDrift"}
 CORRECTIONS = ("bonferroni", "fdr")
 ALTERNATIVES = ("two-sided", "less", "greater")
 DRIFT_TYPES = ("batch", "feature")
+KNOWN_KEYS = (
+    "test",
+    "p_val",
+    "correction",
+    "alternative",
+    "batch_size",
+    "categories_per_feature",
+    "predict_parameters",
+)
 # MLServer alibi-detect keys that mean nothing for a stateless test; accepted and ignored.
 _IGNORED_KEYS = {"state_save_freq"}
-
-
-# --- the counter metrics read ------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class DriftCount:
-    """How often a model's drift test ran, how often it found drift, and its last answer."""
-
-    tests: int = 0
-    drifts: int = 0
-    last_is_drift: int | None = None
-
-
-_counts: dict[str, DriftCount] = {}
-_counts_lock = threading.Lock()
-
-
-def drift_counts() -> dict[str, DriftCount]:
-    """Per model name: the test runs so far in this process (a snapshot)."""
-    with _counts_lock:
-        return dict(_counts)
-
-
-def reset_drift_counts() -> None:
-    with _counts_lock:
-        _counts.clear()
-
-
-def _record(model: str, is_drift: bool) -> None:
-    with _counts_lock:
-        count = _counts.get(model, DriftCount())
-        _counts[model] = DriftCount(count.tests + 1, count.drifts + int(is_drift), int(is_drift))
 
 
 # --- settings ----------------------------------------------------------------------------------
@@ -123,15 +106,7 @@ def parse_drift_settings(doc: dict[str, Any], model: str) -> DriftSettings:
     def fail(message: str) -> ModelLoadError:
         return ModelLoadError(f"model '{model}': drift settings: {message}")
 
-    known = {
-        "test",
-        "p_val",
-        "correction",
-        "alternative",
-        "batch_size",
-        "categories_per_feature",
-        "predict_parameters",
-    }
+    known = set(KNOWN_KEYS)
     unknown = sorted(set(doc) - known - _IGNORED_KEYS)
     if unknown:
         raise fail(f"unknown key '{unknown[0]}' (known: {', '.join(sorted(known))})")
@@ -239,15 +214,45 @@ class DriftTest:
         features = self.x_ref.shape[1]
         p_val = np.empty(features, dtype=np.float64)
         distance = np.empty(features, dtype=np.float64)
-        for f in range(features):
-            if f in self.categories:
-                distance[f], p_val[f] = self._chi2(f, x[:, f])
-            else:
-                result = self.stats.ks_2samp(
-                    self.x_ref[:, f], x[:, f], alternative=self.settings.alternative, method="asymp"
-                )
-                distance[f], p_val[f] = result.statistic, result.pvalue
+        for f in self.categories:
+            distance[f], p_val[f] = self._chi2(f, x[:, f])
+        numeric = np.array([f for f in range(features) if f not in self.categories], dtype=int)
+        if len(numeric):
+            distance[numeric], p_val[numeric] = self._ks(self.x_ref[:, numeric], x[:, numeric])
         return distance, p_val
+
+    def _ks(self, reference: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """scipy's two-sample KS test of every column, run once per distinct statistic.
+
+        Images have thousands of features, and scipy's test costs about a millisecond a column
+        (its p-value, mostly). The p-value depends only on the statistic and the two sample
+        sizes, and with small batches most columns share one of a few hundred statistics, so
+        the statistics are found for all columns at once here and scipy runs for one column of
+        each.
+        """
+        m, n = len(reference), len(x)
+        both = np.concatenate([reference, x])
+        order = np.argsort(both, axis=0, kind="stable")
+        from_reference = order < m
+        # m * n * (reference CDF - batch CDF) after each value, in integers so that equal
+        # statistics compare equal; only after the last of equal values, as the CDFs step there.
+        gap = np.cumsum(from_reference, axis=0) * n - np.cumsum(~from_reference, axis=0) * m
+        values = np.take_along_axis(both, order, axis=0)
+        gap[:-1][values[1:] == values[:-1]] = 0  # 0 never changes a maximum: both CDFs end at 1
+        alternative = self.settings.alternative
+        if alternative == "two-sided":
+            statistic = np.abs(gap).max(axis=0)
+        else:
+            statistic = (gap if alternative == "greater" else -gap).max(axis=0)
+        _, columns, group = np.unique(statistic, return_index=True, return_inverse=True)
+        distance = np.empty(len(columns), dtype=np.float64)
+        p_val = np.empty(len(columns), dtype=np.float64)
+        for i, column in enumerate(columns):
+            result = self.stats.ks_2samp(
+                reference[:, column], x[:, column], alternative=alternative, method="asymp"
+            )
+            distance[i], p_val[i] = result.statistic, result.pvalue
+        return distance[group], p_val[group]
 
     def _chi2(self, feature: int, column: np.ndarray) -> tuple[float, float]:
         categories = np.union1d(self.categories[feature], np.unique(column))
@@ -304,7 +309,8 @@ class DriftRuntime(Runtime):
         path = self.artifact_path()
         reference_file = find_file(path, (REFERENCE_FILE,), self.name)
         folder = path if path.is_dir() else path.parent
-        doc = {**_read_settings_file(folder / SETTINGS_FILE, self.name), **self.settings.extra}
+        extra = read_extra(self.settings.extra, {*KNOWN_KEYS, *_IGNORED_KEYS}, self.name, "drift")
+        doc = {**_read_settings_file(folder / SETTINGS_FILE, self.name), **extra}
         self.drift_settings = parse_drift_settings(doc, self.name)
         x_ref = load_numpy(reference_file, self.name)
         if x_ref.ndim < 1 or x_ref.shape[0] < 2 or x_ref.dtype.kind not in "biuf":
@@ -318,6 +324,9 @@ class DriftRuntime(Runtime):
         except ValueError as exc:
             raise ModelLoadError(f"model '{self.name}': drift settings: {exc}") from None
         self._batch: list[np.ndarray] = []
+        self._drift_metric = metrics.DRIFT.labels(
+            model_name=self.name, model_version=self.version or ""
+        )
 
     async def predict(self, request: InferenceRequest) -> InferenceResponse:
         x = rows(request, self.name)
@@ -332,7 +341,8 @@ class DriftRuntime(Runtime):
                 return InferenceResponse(model_name=self.name, outputs=[])
             x, self._batch = np.vstack(self._batch), []
         result = await asyncio.to_thread(self.drift.run, x)
-        _record(self.name, bool(result.is_drift.any()))
+        for value in result.is_drift:
+            self._drift_metric.observe(int(value))
         return InferenceResponse(
             model_name=self.name,
             outputs=self._outputs(result),

@@ -9,7 +9,8 @@ input's name (else `predict`) and datatype; it sends `Seldon-Skip-Logging: true`
 `extra.infer_output` when set (else the first declared output) and reads that output (else the
 first one) as numbers, dropping a trailing dimension of 1.
 
-`parameters.extra`:
+`parameters.extra` (other keys are logged and ignored, near-misses of these refused; string values
+are read as JSON where they parse, as Seldon's Model `parameters` are strings: see `extra_keys`):
 
 - `explainer_type`: `kernel_shap` (SHAP's model-agnostic KernelExplainer; MIT; extra `explain`)
   or `feature_importance` (numpy only: for each feature, how much the prediction moves when that
@@ -59,6 +60,7 @@ from inferline.runtimes.common import (
     require,
     rows,
 )
+from inferline.runtimes.extra_keys import read_extra
 
 BACKGROUND_FILE = "background.npy"
 # Explainer type tag -> the name the explanation's `meta.name` carries.
@@ -380,10 +382,8 @@ class ExplainerRuntime(Runtime):
     transport: httpx.BaseTransport | None = None
 
     async def load(self) -> None:
-        extra = self.settings.extra
-        unknown = sorted(set(extra) - _EXTRA_KEYS)
-        if unknown:
-            raise self._error(f"unknown key 'extra.{unknown[0]}'")
+        # Keys for others (a Seldon Model's free parameters) are logged and ignored.
+        extra = read_extra(self.settings.extra, _EXTRA_KEYS, self.name, "explainer")
         explainer_type = extra.get("explainer_type")
         if explainer_type not in EXPLAINERS:
             raise self._error(

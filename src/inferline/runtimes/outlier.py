@@ -10,7 +10,9 @@ The model folder holds a fitted detector saved with joblib (`model.joblib`, `mod
 - PyOD (BSD-2, extra `pyod`): any `pyod.models` detector. The score is `decision_function`.
 
 Outputs, in alibi-detect's order: `instance_score` (FP64 [N, 1], higher is more anomalous) and
-`is_outlier` (INT64 [N, 1], 1 for an outlier). `parameters.extra`:
+`is_outlier` (INT64 [N, 1], 1 for an outlier). Images and other [N, ...] inputs are flattened to
+one row per instance. `parameters.extra` (other keys are logged and ignored, near-misses of these
+refused, string values read as JSON where they parse: see `extra_keys`):
 
 - `threshold`: an instance is an outlier when its score is above this, instead of the detector's
   own decision (`predict`);
@@ -33,9 +35,11 @@ from inferline.protocol.errors import ModelLoadError
 from inferline.protocol.types import InferenceRequest, InferenceResponse, ModelMetadata
 from inferline.runtimes.base import Runtime
 from inferline.runtimes.common import check_width, declared, find_file, require, rows
+from inferline.runtimes.extra_keys import read_extra
 from inferline.runtimes.registry import SKLEARN_FILES
 
 DETECTOR_TYPE = "outlier"
+KNOWN_KEYS = ("threshold", "predict_parameters")
 
 
 class OutlierRuntime(Runtime):
@@ -47,7 +51,7 @@ class OutlierRuntime(Runtime):
     return_instance_score = True
 
     async def load(self) -> None:
-        extra = self.settings.extra
+        extra = read_extra(self.settings.extra, KNOWN_KEYS, self.name, "outlier")
         self.threshold = _number(extra.get("threshold"), "threshold", self.name)
         predict_parameters = extra.get("predict_parameters") or {}
         if not isinstance(predict_parameters, dict):

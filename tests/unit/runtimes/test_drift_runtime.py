@@ -2,29 +2,18 @@ import json
 
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 from scipy import stats
 
 from inferline.protocol.errors import BadRequest, InvalidModelURI, ModelLoadError
 from inferline.protocol.types import InferenceRequest, Tensor
-from inferline.runtimes.drift import (
-    DriftRuntime,
-    benjamini_hochberg,
-    drift_counts,
-    reset_drift_counts,
-)
+from inferline.runtimes.drift import DriftRuntime, DriftSettings, DriftTest, benjamini_hochberg
 from inferline.runtimes.registry import runtime_class
 from inferline.runtimes.settings import ModelSettings
 
 # 500 reference rows against batches of 200: a shift of one standard deviation gives p-values
 # far below 1e-10, and same-distribution batches (these seeds) stay above 0.1 on every feature.
 REFERENCE_ROWS, BATCH_ROWS = 500, 200
-
-
-@pytest.fixture(autouse=True)
-def fresh_counts():
-    reset_drift_counts()
-    yield
-    reset_drift_counts()
 
 
 def write(folder, x_ref, settings=None):
@@ -35,9 +24,16 @@ def write(folder, x_ref, settings=None):
 
 
 async def loaded(folder, name="cd", **extra) -> DriftRuntime:
-    runtime = DriftRuntime(ModelSettings(name, "drift", extra=extra, folder=folder))
+    runtime = DriftRuntime(ModelSettings(name, "drift", version="1", extra=extra, folder=folder))
     await runtime.load()
     return runtime
+
+
+def drift_metric(model: str) -> tuple[float, float]:
+    """(count, sum) of the model's `seldon_model_drift` observations in this process."""
+    labels = {"model_name": model, "model_version": "1"}
+    count = REGISTRY.get_sample_value("seldon_model_drift_count", labels) or 0.0
+    return count, REGISTRY.get_sample_value("seldon_model_drift_sum", labels) or 0.0
 
 
 def request(rows) -> InferenceRequest:
@@ -142,6 +138,24 @@ async def test_fdr_and_per_feature_decisions(tmp_path, normal):
     assert response.output("threshold").data.tolist() == [0.05]
 
 
+@pytest.mark.parametrize("alternative", ["two-sided", "less", "greater"])
+def test_ks_of_many_columns_is_scipys_column_by_column(alternative):
+    rng = np.random.default_rng(5)
+    # Clipped values (many ties at 0 and 1) and whole numbers (ties everywhere) as well.
+    clipped = np.clip(rng.normal(0.5, 0.5, (307, 400)), 0, 1)
+    whole = rng.integers(0, 4, (150, 30)).astype(float)
+    cases = [(clipped[:300], clipped[300:] + 0.1), (whole[:100], whole[100:])]
+    for reference, batch in cases:
+        test = DriftTest(reference, DriftSettings(alternative=alternative), stats)
+        distance, p_val = test.feature_scores(batch)
+        expected = [
+            stats.ks_2samp(reference[:, f], batch[:, f], alternative=alternative, method="asymp")
+            for f in range(reference.shape[1])
+        ]
+        np.testing.assert_allclose(distance, [e.statistic for e in expected], atol=1e-12)
+        np.testing.assert_allclose(p_val, [e.pvalue for e in expected], rtol=1e-9)
+
+
 def test_benjamini_hochberg():
     assert benjamini_hochberg(np.array([0.5, 0.6, 0.9]), 0.05) == (False, pytest.approx(0.05 / 3))
     # p_(1) = 0.001 < 0.05/4 and p_(2) = 0.02 < 0.05*2/4, p_(3) = 0.04 > 0.0375.
@@ -151,13 +165,13 @@ def test_benjamini_hochberg():
 
 async def test_batch_size_accumulates_requests(tmp_path, normal):
     reference, _, shifted = normal
-    runtime = await loaded(write(tmp_path, reference), batch_size=3)
+    runtime = await loaded(write(tmp_path, reference), name="cd-batched", batch_size=3)
     parts = np.array_split(shifted, 3)
 
     for part in parts[:2]:
         response = await runtime.predict(request(part))
         assert response.outputs == []
-    assert drift_counts() == {}
+    assert drift_metric("cd-batched") == (0, 0), "an empty answer observes nothing"
 
     response = await runtime.predict(request(parts[2]))
     assert response.output("is_drift").data.tolist() == [1]
@@ -165,18 +179,35 @@ async def test_batch_size_accumulates_requests(tmp_path, normal):
     assert response.output("p_val").data[0] == pytest.approx(whole.pvalue)
     # The buffer starts again.
     assert (await runtime.predict(request(parts[0]))).outputs == []
-    count = drift_counts()["cd"]
-    assert (count.tests, count.drifts, count.last_is_drift) == (1, 1, 1)
+    assert drift_metric("cd-batched") == (1, 1)
 
 
-async def test_counts_every_test_run_per_model(tmp_path, normal):
+async def test_every_is_drift_value_is_observed_in_the_drift_metric(tmp_path, normal):
     reference, same, shifted = normal
     runtime = await loaded(write(tmp_path, reference), name="watch")
     await runtime.predict(request(same))
     await runtime.predict(request(shifted))
     await runtime.predict(request(same))
-    count = drift_counts()["watch"]
-    assert (count.tests, count.drifts, count.last_is_drift) == (3, 1, 0)
+    assert drift_metric("watch") == (3, 1)
+
+    # With drift_type feature, one value per feature, as MLServer logs them.
+    per_feature = await loaded(
+        tmp_path, name="watch-features", predict_parameters={"drift_type": "feature"}
+    )
+    await per_feature.predict(request(shifted))
+    assert drift_metric("watch-features") == (3, 1)
+
+
+async def test_image_batches_are_tested_per_pixel(tmp_path):
+    rng = np.random.default_rng(4)
+    reference = rng.uniform(size=(200, 8, 8, 3)).astype(np.float32)
+    runtime = await loaded(write(tmp_path, reference))
+    same = rng.uniform(size=(20, 8, 8, 3)).astype(np.float32)
+    brighter = np.clip(rng.uniform(size=(20, 8, 8, 3)) + 0.5, 0, 1).astype(np.float32)
+    assert (await runtime.predict(request(same))).output("is_drift").data.tolist() == [0]
+    response = await runtime.predict(request(brighter))
+    assert response.output("is_drift").data.tolist() == [1]
+    assert response.output("p_val").data.shape == (8 * 8 * 3,)
 
 
 async def test_bad_shape_is_a_400(tmp_path, normal):
@@ -203,7 +234,7 @@ async def test_settings_file_and_extra_override_it(tmp_path, normal):
     [
         ({"test": "mmd"}, "'test' must be one of ks, chi2, tabular"),
         ({"p_val": 2}, "'p_val' must be a number between 0 and 1"),
-        ({"windw": 3}, "unknown key 'windw'"),
+        ({"bach_size": 3}, r"unknown key 'extra.bach_size' \(did you mean 'batch_size'\?\)"),
         ({"batch_size": -1}, "'batch_size'"),
         ({"test": "tabular", "categories_per_feature": {"7": 2}}, "feature 7"),
         ({"predict_parameters": {"drift_type": "row"}}, "drift_type"),
@@ -213,6 +244,28 @@ async def test_bad_settings_name_the_key(tmp_path, normal, extra, message):
     write(tmp_path, normal[0])
     with pytest.raises(ModelLoadError, match=message):
         await loaded(tmp_path, **extra)
+
+
+async def test_seldon_parameters_are_strings_and_foreign_keys_are_ignored(tmp_path, normal, caplog):
+    # A Seldon Model's `parameters` arrive as strings, next to keys meant for other runtimes.
+    write(tmp_path, normal[0])
+    runtime = await loaded(
+        tmp_path,
+        batch_size="20",
+        p_val="0.01",
+        predict_parameters='{"drift_type": "feature"}',
+        test="ks",
+        query="a > 1",
+    )
+    settings = runtime.drift_settings
+    assert (settings.batch_size, settings.p_val, settings.drift_type) == (20, 0.01, "feature")
+    assert "ignoring parameters.extra key 'query'" in caplog.text
+
+
+async def test_unknown_key_in_the_settings_file_is_refused(tmp_path, normal):
+    write(tmp_path, normal[0], {"windw": 3})
+    with pytest.raises(ModelLoadError, match="unknown key 'windw'"):
+        await loaded(tmp_path)
 
 
 async def test_missing_reference(tmp_path):

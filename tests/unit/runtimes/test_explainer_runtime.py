@@ -188,7 +188,7 @@ async def test_wrong_width_is_a_bad_request(tmp_path, iris):
     [
         ({"explainer_type": "anchor_tabular"}, "anchor explainers need the alibi-explain"),
         ({"infer_uri": "router:80/v2/models/iris/infer"}, "infer_uri"),
-        ({"infer_uri_typo": "x"}, "unknown key 'extra.infer_uri_typo'"),
+        ({"infer_url": "x"}, r"unknown key 'extra.infer_url' \(did you mean 'infer_uri'\?\)"),
         ({"init_parameters": {"link": "probit"}}, "link"),
         ({"init_parameters": {"feature_names": ["a"]}}, "1 feature_names for 4"),
         ({"init_parameters": {"seed": "zero"}}, "seed"),

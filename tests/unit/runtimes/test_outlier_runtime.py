@@ -183,6 +183,29 @@ async def test_missing_file_and_bad_threshold(tmp_path, data):
         await loaded(tmp_path, IsolationForest().fit(train), threshold="high")
 
 
+async def test_extra_keys_seldon_strings_misspellings_and_foreign_keys(tmp_path, data, caplog):
+    train, _ = data
+    detector = IsolationForest(random_state=0).fit(train)
+    # Seldon Model parameters are strings; keys for other runtimes are logged and skipped.
+    runtime = await loaded(
+        tmp_path, detector, threshold="0.7", predict_parameters='{"return_instance_score": false}',
+        explainer_batch="true",
+    )  # fmt: skip
+    assert (runtime.threshold, runtime.return_instance_score) == (0.7, False)
+    assert "ignoring parameters.extra key 'explainer_batch'" in caplog.text
+    with pytest.raises(ModelLoadError, match="did you mean 'threshold'"):
+        await loaded(tmp_path, detector, treshold=0.7)
+
+
+async def test_images_are_flattened_to_one_row_each(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(200, 4, 4, 3))
+    runtime = await loaded(tmp_path, IsolationForest(random_state=0).fit(images.reshape(200, -1)))
+    batch = np.vstack([images[:3], np.full((1, 4, 4, 3), 9.0)])
+    response = await runtime.predict(request(batch))
+    assert response.output("is_outlier").data.ravel().tolist() == [0, 0, 0, 1]
+
+
 async def test_text_or_wrong_width_is_a_bad_request(tmp_path, data):
     train, _ = data
     runtime = await loaded(tmp_path, IsolationForest(random_state=0).fit(train))
