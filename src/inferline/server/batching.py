@@ -178,10 +178,13 @@ class AdaptiveBatcher:
                 if not future.done():
                     future.set_result(part)
         finally:
-            # Only reached with callers still waiting if this task itself was cancelled.
+            # Callers still waiting here means this task was cancelled or broke: never leave
+            # them hanging.
             for future in futures:
                 if not future.done():
-                    future.set_exception(InferenceError(f"model '{self.name}': batch cancelled"))
+                    future.set_exception(
+                        InferenceError(f"model '{self.name}': the batch stopped before answering")
+                    )
 
     async def _answer_each(self, pairs) -> None:
         await asyncio.gather(*(self._answer(request, future) for request, future in pairs))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
-from inferline.protocol.errors import BadRequest, ModelLoadError, ModelNotReady
+from inferline.protocol.errors import BadRequest, InferenceError, ModelLoadError, ModelNotReady
 from inferline.protocol.types import InferenceRequest, InferenceResponse, RequestedOutput, Tensor
 from inferline.runtimes.base import Runtime
 from inferline.runtimes.settings import ModelSettings
@@ -358,3 +358,18 @@ def test_a_seldon_model_sets_batching_through_its_parameters(tmp_path):
         ModelLoadError, match="parameter max_batch_size must be a number, not 'lots'"
     ):
         settings_from_spec("echo_1", 1, spec)
+
+
+async def test_callers_of_a_batch_that_is_stopped_get_an_error_not_a_hang():
+    class Stuck(Recorder):
+        async def predict(self, request):
+            await asyncio.Event().wait()
+
+    batcher = AdaptiveBatcher(Stuck(), max_batch_size=2, max_batch_time=30)
+    callers = [asyncio.create_task(batcher.predict(rows_request([[1.0, 1.0]]))) for _ in range(2)]
+    await asyncio.sleep(0.05)
+    for task in list(batcher._running):  # as at loop shutdown
+        task.cancel()
+    for caller in callers:
+        with pytest.raises(InferenceError, match="stopped before answering"):
+            await asyncio.wait_for(caller, 5)
