@@ -8,6 +8,8 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from inferline.examples import cifar10
+
 IRIS_SETTINGS = {
     "name": "iris",
     "implementation": "mlserver_sklearn.SKLearnModel",
@@ -49,6 +51,10 @@ def write_runtime_model(folder: Path, class_name: str) -> Path:
 
 EXAMPLES: dict[str, Callable[[Path], Path]] = {
     "iris": train_iris,
+    # Seldon's CIFAR-10 monitoring example, on synthetic images (see `examples.cifar10`).
+    "cifar10-classifier": cifar10.train_classifier,
+    "cifar10-outlier": cifar10.train_outlier_detector,
+    "cifar10-drift": cifar10.write_drift_detector,
     **{
         name: (lambda folder, cls=class_name: write_runtime_model(folder, cls))
         for name, class_name in PIPELINE_MODELS.items()
