@@ -139,8 +139,12 @@ def make_target(
     timeout = options.get("timeout") or 60.0
     headers = tuple(_pairs(options.get("header"), "--header"))
     url_address = _address(options.get("url") or default_url)
-    if options.get("grpc") and options.get("kafka"):
-        raise SetupError("--grpc and --kafka are two transports: give one")
+    transports = [flag for flag in ("grpc", "kafka", "embedded") if options.get(flag)]
+    if len(transports) > 1:
+        raise SetupError(f"--{' and --'.join(transports)} are different transports: give one")
+    if options.get("embedded") and options.get("data") is None:
+        # The platform is not running before the bench starts it: no metadata to read.
+        raise SetupError("--embedded needs the request in a file: --data FILE")
 
     data: Path | None = options.get("data")
     file_bytes = None
@@ -158,13 +162,15 @@ def make_target(
             raise SetupError(f"{exc}; pass a request with --data FILE to skip it") from None
         request = request_from_metadata(metadata, batch)
 
-    if options.get("kafka"):
-        topics = TopicNames(options.get("topic_prefix") or "seldon", options.get("namespace"))
+    if options.get("kafka") or options.get("embedded"):
+        topics = TopicNames(
+            options.get("topic_prefix") or "seldon", options.get("namespace") or "default"
+        )
         where = topics.pipeline if pipeline else topics.model
         config = dict(_pairs(options.get("kafka_property"), "--kafka-property"))
         return TargetSpec(
-            kind="kafka",
-            address=options["kafka"],
+            kind="kafka" if options.get("kafka") else "embedded",
+            address=options.get("kafka") or str(options["embedded"]),
             name=name,
             body=grpc_body(request, name),
             headers=headers,

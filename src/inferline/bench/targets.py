@@ -29,8 +29,8 @@ MAX_GRPC_MESSAGE = 100 * 1024 * 1024
 
 @dataclass(frozen=True)
 class TargetSpec:
-    kind: str  # "rest", "grpc" or "kafka"
-    address: str  # host:port (Kafka: bootstrap servers)
+    kind: str  # "rest", "grpc", "kafka" or "embedded"
+    address: str  # host:port (Kafka: bootstrap servers; embedded: the data folder)
     name: str  # what is called: "iris", "p.pipeline"
     body: bytes  # the encoded request
     path: str = ""  # REST request target
@@ -46,7 +46,8 @@ class TargetSpec:
             return f"REST http://{self.address}{self.path}"
         if self.kind == "grpc":
             return f"gRPC {self.address} ModelInfer {self.name}"
-        return f"Kafka {self.address}: {self.input_topic} -> {self.output_topic}"
+        bus = "Kafka" if self.kind == "kafka" else "embedded bus"
+        return f"{bus} {self.address}: {self.input_topic} -> {self.output_topic}"
 
 
 def _error_text(body: bytes) -> str:
@@ -130,7 +131,7 @@ def build_target(spec: TargetSpec, connections: int):
     if spec.kind == "grpc":
         return GrpcTarget(spec)
     if spec.kind == "kafka":
-        from inferline.bench.kafka import KafkaTarget
+        from inferline.bench.bus_targets import KafkaTarget
 
         return KafkaTarget(spec)
     raise ValueError(f"unknown target kind '{spec.kind}'")

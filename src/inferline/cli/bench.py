@@ -42,6 +42,15 @@ Kafka = Annotated[
         "(asynchronous use, as a Kafka client of the platform would).",
     ),
 ]
+Embedded = Annotated[
+    Path | None,
+    typer.Option(
+        "--embedded",
+        help="The data folder of a stopped `inferline up`: run the platform in this process "
+        "and send to the topics of its embedded bus (which only its owner can use).",
+        file_okay=False,
+    ),
+]
 KafkaProperty = Annotated[
     list[str] | None,
     typer.Option("--kafka-property", help="A Kafka client property key=value (repeatable)."),
@@ -112,6 +121,7 @@ def model(
     url: Url = None,
     grpc: Grpc = None,
     kafka: Kafka = None,
+    embedded: Embedded = None,
     kafka_property: KafkaProperty = None,
     concurrency: Concurrency = 1,
     rate: Rate = None,
@@ -140,6 +150,7 @@ def pipeline(
     url: Url = None,
     grpc: Grpc = None,
     kafka: Kafka = None,
+    embedded: Embedded = None,
     kafka_property: KafkaProperty = None,
     concurrency: Concurrency = 1,
     rate: Rate = None,
@@ -165,6 +176,25 @@ def pipeline(
 def _fail(message: str, code: int = 2) -> None:
     output.errors.print(f"[red]error:[/red] {message}", highlight=False)
     raise typer.Exit(code)
+
+
+def _run_embedded(spec, plan, pipeline: bool, processes: int, on_progress):
+    from inferline.bench.embedded import EmbeddedError, run_embedded
+    from inferline.bench.loadgen import BenchError
+    from inferline.server.serve import run
+
+    if processes != 1:
+        raise BenchError("--embedded runs the load in the platform's process: --processes 1")
+    results = []
+
+    async def main() -> None:
+        results.append(await run_embedded(Path(spec.address), spec, plan, pipeline, on_progress))
+
+    try:
+        run(main())
+    except EmbeddedError as exc:
+        raise BenchError(str(exc)) from None
+    return results[0]
 
 
 def _bench(options: dict, pipeline: bool) -> None:
@@ -200,7 +230,10 @@ def _bench(options: dict, pipeline: bool) -> None:
         seconds = stages_duration(list(plan.stages))
     try:
         with LiveProgress(output.console, seconds, plan.iterations, plan.warmup) as live:
-            result = run(spec, plan, options["processes"], on_progress=live.update)
+            if spec.kind == "embedded":
+                result = _run_embedded(spec, plan, pipeline, options["processes"], live.update)
+            else:
+                result = run(spec, plan, options["processes"], on_progress=live.update)
     except BenchError as exc:
         _fail(str(exc))
     print_result(output.console, f"{what} ({spec.kind})", result)

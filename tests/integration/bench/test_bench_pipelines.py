@@ -74,6 +74,15 @@ def kafka_up(tmp_path_factory, tansu_broker):
     platform.http.close()
 
 
+@pytest.fixture(scope="module")
+def stopped_later_up(tmp_path_factory):
+    """A platform with the pipeline loaded, which a test stops to bench on its folder."""
+    platform = _start(tmp_path_factory, [])
+    yield platform
+    platform.stop()
+    platform.http.close()
+
+
 class TestEmbedded:
     @pytest.fixture
     def up(self, embedded_up):
@@ -150,3 +159,37 @@ class TestKafka:
         )  # fmt: skip
         assert run.returncode == 2
         assert "seldon.default.pipeline.nope" in run.stderr
+
+
+class TestEmbeddedBus:
+    """--embedded: the platform comes up inside the bench process from a stopped `up`'s folder
+    (the only way to reach the embedded bus's topics from outside the `up` process)."""
+
+    @pytest.fixture
+    def prepared(self, stopped_later_up):
+        return stopped_later_up
+
+    def test_refused_while_up_owns_the_folder(self, prepared, request_file, tmp_path):
+        run, _ = bench(
+            prepared, tmp_path, "pipeline", "tfsimple", "--embedded", str(prepared.data_dir),
+            "--iterations", "1", "--data", str(request_file),
+        )  # fmt: skip
+        assert run.returncode == 2
+        assert "already open" in run.stderr and "stop `inferline up`" in run.stderr
+
+    def test_pipeline_through_the_embedded_topics(self, prepared, request_file, tmp_path):
+        prepared.stop()
+        run, result = bench(
+            prepared, tmp_path, "pipeline", "tfsimple", "--embedded", str(prepared.data_dir),
+            "--iterations", "50", "--concurrency", "8", "--data", str(request_file),
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr
+        assert result["requests"] == 50 and result["errors"] == 0
+        assert result["target"]["kind"] == "embedded"
+
+        run, _ = bench(
+            prepared, tmp_path, "pipeline", "nope", "--embedded", str(prepared.data_dir),
+            "--iterations", "1", "--data", str(request_file),
+        )  # fmt: skip
+        assert run.returncode == 2
+        assert "nope" in run.stderr

@@ -89,18 +89,30 @@ def test_kafka_uses_seldon_topic_names(request_file):
     assert spec.kafka_config == {"acks": "1"}
 
 
+def test_embedded_uses_the_same_topics(request_file, tmp_path):
+    spec = make_target(
+        {"name": "p", "data": request_file, "embedded": tmp_path}, True, "http://x:1"
+    )
+    assert (spec.kind, spec.address) == ("embedded", str(tmp_path))
+    assert spec.input_topic == "seldon.default.pipeline.p.inputs"
+
+
 @pytest.mark.parametrize(
     "options, message",
     [
         ({"url": "https://h:1"}, "https is not supported"),
         ({"url": "http://h"}, "must be http://host:port"),
-        ({"grpc": "h:1", "kafka": "b:1"}, "two transports"),
+        ({"grpc": "h:1", "kafka": "b:1"}, "--grpc and --kafka are different transports"),
+        ({"embedded": "/tmp/x"}, "--embedded needs the request in a file"),
         ({"header": ["novalue"]}, "--header needs name=value"),
     ],
 )
 def test_bad_targets_are_named(request_file, options, message):
+    options = {"name": "m", "data": request_file, **options}
+    if "embedded" in options:
+        del options["data"]
     with pytest.raises(SetupError, match=message):
-        make_target({"name": "m", "data": request_file, **options}, False, "http://h:1")
+        make_target(options, False, "http://h:1")
 
 
 def test_metadata_that_cannot_be_read_suggests_a_file():

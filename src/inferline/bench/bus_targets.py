@@ -1,15 +1,23 @@
-"""The asynchronous target: write the request to a model's or pipeline's inputs topic and wait
-for the message with the same key on its outputs topic (or on the errors topic), as a Kafka
-client of the platform does, with no router or pipeline gateway in the way.
+"""The asynchronous targets: write the request to a model's or pipeline's inputs topic and wait
+for the message with the same key on its outputs topic (or on the errors topic), as a client of
+the platform's topics does, with no router or pipeline gateway in the way.
 
 Keys are Seldon's `<partition>.<resource>.<request id>`, written to the partition they name, with
-the `pipeline` header for pipelines, so the dataflow engine treats them as a gateway's. The
-reader does not join a consumer group: it assigns itself every partition of the outputs and
-errors topics at their current end before the first request, so no answer can be missed while
-a group forms (and each load process reads them all, keeping only its own keys).
+the `pipeline` header for pipelines, so the dataflow engine treats them as a gateway's. A model's
+topics are read and written only while a pipeline uses the model (its model gateway runs then).
+
+`KafkaTarget` is a plain confluent-kafka client, as a Seldon user's tooling is; it runs in every
+load process. Its reader does not join a consumer group: it assigns itself every partition of
+the outputs and errors topics at their current end before the first request, so no answer can
+be missed while a group forms (each load process reads them all, keeping its own keys).
+
+`BusTarget` does the same on any `inferline.bus` back end, in the process that owns the bus:
+the embedded bus can be opened by one process only (a lock on its folder), so load on its
+topics comes from inside the platform's process (`inferline bench --embedded`, or `Platform`).
 """
 
 import asyncio
+import contextlib
 import os
 import threading
 import uuid
@@ -30,12 +38,32 @@ CONSUMER_DEFAULTS = {"fetch.wait.max.ms": "10", "enable.auto.commit": "false"}
 METADATA_TIMEOUT = 30.0
 
 
+def answer(waiters: dict, errors_topic: str, key, topic: str, headers, value) -> None:
+    """Hand a message read back to the call waiting on its key, if any: None for an answer,
+    ("step error", text) for a failure (on the errors topic, or flagged in a header)."""
+    waiter = waiters.pop(key, None)
+    if waiter is None or waiter.done():
+        return  # someone else's message, or one that timed out
+    failed = next((v for k, v in headers if k == ERROR_HEADER), None)
+    if topic == errors_topic:
+        text = (value or b"").decode(errors="replace")
+        waiter.set_result(("step error", f"{(failed or b'').decode()} : {text}"))
+    elif failed is not None:
+        waiter.set_result(("step error", failed.decode(errors="replace")))
+    else:
+        waiter.set_result(None)
+
+
+def _topic_parts(spec: TargetSpec) -> tuple[bool, str]:
+    """(is it a pipeline, the errors topic) from the inputs topic's name."""
+    prefix, namespace, kind = spec.input_topic.split(".")[:3]
+    return kind == "pipeline", TopicNames(prefix, namespace).errors
+
+
 class KafkaTarget:
     def __init__(self, spec: TargetSpec):
         self.spec = spec
-        self.pipeline = spec.input_topic.split(".")[2] == "pipeline"
-        prefix, namespace = spec.input_topic.split(".")[:2]
-        self.errors_topic = TopicNames(prefix, namespace).errors
+        self.pipeline, self.errors_topic = _topic_parts(spec)
         self.headers = [(k.lower(), v.encode()) for k, v in spec.headers]
         if self.pipeline:
             self.headers.append((PIPELINE_HEADER, spec.name.encode()))
@@ -102,17 +130,7 @@ class KafkaTarget:
 
     def _deliver(self, answers) -> None:
         for key, topic, headers, value in answers:
-            waiter = self.waiters.pop(key, None)
-            if waiter is None or waiter.done():
-                continue  # someone else's message, or one that timed out
-            failed = next((v for k, v in headers if k == ERROR_HEADER), None)
-            if topic == self.errors_topic:
-                text = (value or b"").decode(errors="replace")
-                waiter.set_result(("step error", f"{(failed or b'').decode()} : {text}"))
-            elif failed is not None:
-                waiter.set_result(("step error", failed.decode(errors="replace")))
-            else:
-                waiter.set_result(None)
+            answer(self.waiters, self.errors_topic, key, topic, headers, value)
 
     async def call(self) -> Outcome:
         self.sent += 1
@@ -152,3 +170,78 @@ class KafkaTarget:
         await asyncio.to_thread(self.reader.join, 5)
         await asyncio.to_thread(self.producer.flush, 5)
         self.consumer.close()
+
+
+class BusTarget:
+    """The same exchange on an `inferline.bus.base.Bus` (embedded or Kafka), on its own loop."""
+
+    def __init__(self, bus, spec: TargetSpec):
+        self.bus = bus
+        self.spec = spec
+        self.pipeline, self.errors_topic = _topic_parts(spec)
+        self.headers = [(k.lower(), v.encode()) for k, v in spec.headers]
+        if self.pipeline:
+            self.headers.append((PIPELINE_HEADER, spec.name.encode()))
+        self.waiters: dict[bytes, asyncio.Future] = {}
+        self.sent = 0
+        self.run_id = f"bench-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.consumer = None
+        self.reader: asyncio.Task | None = None
+
+    async def open(self) -> None:
+        topics = await self.bus.topics()
+        if self.spec.input_topic not in topics:
+            kind = "pipeline" if self.pipeline else "model"
+            raise RuntimeError(
+                f"topic {self.spec.input_topic} does not exist: is the {kind} "
+                f"'{self.spec.name}' loaded{'' if self.pipeline else ' and used by a pipeline'}?"
+            )
+        self.partitions = topics[self.spec.input_topic]
+        await self.bus.create_topic(self.errors_topic)
+        # A group of its own, from the log's end: nothing written after this returns is missed.
+        self.consumer = await self.bus.consumer(
+            self.run_id, [self.spec.output_topic, self.errors_topic]
+        )
+        self.reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        while True:
+            for message in await self.consumer.poll(0.1):
+                answer(
+                    self.waiters,
+                    self.errors_topic,
+                    message.key,
+                    message.topic,
+                    message.headers,
+                    message.value,
+                )
+
+    async def call(self) -> Outcome:
+        self.sent += 1
+        partition = self.sent % self.partitions
+        key = message_key(partition, self.spec.name, f"{self.run_id}-{self.sent}")
+        waiter = asyncio.get_running_loop().create_future()
+        self.waiters[key] = waiter
+        try:
+            async with asyncio.timeout(self.spec.timeout):
+                await self.bus.produce(
+                    self.spec.input_topic,
+                    self.spec.body,
+                    key=key,
+                    headers=[*self.headers, (REQUEST_ID_HEADER, key)],
+                    partition=partition,
+                )
+                return await waiter
+        except TimeoutError:
+            topic, limit = self.spec.output_topic, self.spec.timeout
+            return "timeout", f"no answer on {topic} within {limit:g} s"
+        finally:
+            self.waiters.pop(key, None)
+
+    async def close(self) -> None:
+        if self.reader is not None:
+            self.reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.reader
+        if self.consumer is not None:
+            await self.consumer.close()
