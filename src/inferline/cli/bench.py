@@ -22,8 +22,8 @@ Url = Annotated[
     str | None,
     typer.Option(
         "--url",
-        help="REST base URL of any V2 server [default: the router, http://127.0.0.1:9000; "
-        "env INFERLINE_INFER_HOST].",
+        help="REST base URL of any V2 server (default: the router, http://127.0.0.1:9000; "
+        "env INFERLINE_INFER_HOST).",
     ),
 ]
 Grpc = Annotated[
@@ -74,7 +74,9 @@ StartRate = Annotated[
 ]
 Duration = Annotated[
     str | None,
-    typer.Option("-d", "--duration", help="Measured time: 30, 30s, 2m [default 10s]."),
+    typer.Option(
+        "-d", "--duration", help="Measured time: 30, 30s, 2m (default 10s; --stages: theirs)."
+    ),
 ]
 Iterations = Annotated[
     int | None, typer.Option("-n", "--iterations", help="Measured requests in all.", min=1)
@@ -86,7 +88,7 @@ Data = Annotated[
     Path | None,
     typer.Option(
         "--data",
-        help="A V2 JSON inference request to send [default: made up from the model's metadata].",
+        help="A V2 JSON inference request to send (default: made up from the model's metadata).",
         exists=True,
         dir_okay=False,
     ),
@@ -111,8 +113,8 @@ Header = Annotated[
     typer.Option("-H", "--header", help="A header (gRPC: metadata) name=value (repeatable)."),
 ]
 JsonOut = Annotated[Path | None, typer.Option("--json", help="Write the results to this file.")]
-Prefix = Annotated[str, typer.Option("--topic-prefix", help="With --kafka: topics' prefix.")]
-Namespace = Annotated[str, typer.Option("--namespace", help="With --kafka: topics' namespace.")]
+Prefix = Annotated[str, typer.Option("--topic-prefix", help="Bus topics' prefix.")]
+Namespace = Annotated[str, typer.Option("--namespace", help="Bus topics' namespace.")]
 
 
 @bench_app.command("model")
