@@ -13,14 +13,15 @@ from inferline.server.workers import WorkerPool
 log = logging.getLogger(__name__)
 
 # What this server can run; models whose requirements are not all here go elsewhere. A runtime's
-# tag is offered only when its library (an optional extra) is installed.
-# `alibi-explain` is the tag Seldon places explainers by; our explainer runtime always runs
-# (its `feature_importance` needs nothing beyond numpy).
+# tag is offered only when its library (an optional extra) is installed: `alibi-explain` (the tag
+# Seldon places every explainer by) and `alibi-detect` only where Alibi is. `explainer` is our
+# permissive explainer runtime, which always runs (its `feature_importance` needs only numpy):
+# explainers of the types it implements place on it too (scheduler.placement).
 DEFAULT_CAPABILITIES = [
     "inferline",
     "mlserver",
     "python",
-    "alibi-explain",
+    "explainer",
     *installed_runtime_tags(),
 ]
 

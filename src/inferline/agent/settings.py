@@ -11,12 +11,26 @@ from pathlib import Path
 from typing import Any
 
 from inferline.protocol.errors import ModelLoadError
-from inferline.runtimes.registry import LIGHTGBM, ONNX, SKLEARN, XGBOOST
+from inferline.runtimes.registry import (
+    ALIBI_DETECT,
+    ALIBI_EXPLAIN,
+    LIGHTGBM,
+    ONNX,
+    SKLEARN,
+    XGBOOST,
+)
 from inferline.runtimes.settings import SETTINGS_FILE, ModelSettings, read_settings
+from inferline.scheduler.placement import PERMISSIVE_EXPLAINER_TYPES
 from inferline.storage import fetch
 
 # Capability tags that name one runtime.
-RUNTIME_TAGS = {"sklearn": SKLEARN, "xgboost": XGBOOST, "lightgbm": LIGHTGBM, "onnx": ONNX}
+RUNTIME_TAGS = {
+    "sklearn": SKLEARN,
+    "xgboost": XGBOOST,
+    "lightgbm": LIGHTGBM,
+    "onnx": ONNX,
+    "alibi-detect": ALIBI_DETECT,
+}
 
 
 EXPLAINER = "inferline.runtimes.explainer.ExplainerRuntime"
@@ -51,7 +65,10 @@ def settings_from_spec(
 
 def _make_explainer(settings: ModelSettings, explainer: dict[str, Any], router: str | None) -> None:
     """What Seldon Core 2's agent writes for a Model with an `explainer` block: the explainer
-    runtime, its type, and the router URI of the model or pipeline it explains."""
+    runtime, its type, and the router URI of the model or pipeline it explains.
+
+    Types our permissive runtime implements run on it, unless the folder holds an explainer
+    saved with alibi (`meta.dill`): the rest, and saved alibi explainers, run on Alibi Explain."""
     if not router:
         raise ModelLoadError(
             f"model '{settings.name}' is an explainer, and this server was started without the "
@@ -61,7 +78,11 @@ def _make_explainer(settings: ModelSettings, explainer: dict[str, Any], router: 
         target = f"http://{router}/v2/models/{explainer['modelRef']}/infer"
     else:
         target = f"http://{router}/v2/pipelines/{explainer['pipelineRef']}/infer"
-    settings.implementation = EXPLAINER
+    alibi_saved = settings.folder is not None and (settings.folder / "meta.dill").is_file()
+    if explainer.get("type") in PERMISSIVE_EXPLAINER_TYPES and not alibi_saved:
+        settings.implementation = EXPLAINER
+    else:
+        settings.implementation = ALIBI_EXPLAIN
     settings.extra = {
         **settings.extra,
         "explainer_type": explainer.get("type"),

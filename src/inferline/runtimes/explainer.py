@@ -158,7 +158,8 @@ class RemoteModel:
         x = np.asarray(x)
         wanted = self.output or self._default_output
         request = InferenceRequest(
-            inputs=[Tensor.from_numpy(name, x, datatype=datatype if datatype else "FP64")],
+            # Text (alibi's AnchorText) goes as BYTES whatever the metadata says.
+            inputs=[Tensor.from_numpy(name, x, datatype=_datatype(x, datatype))],
             parameters={"content_type": "np"},
             outputs=[RequestedOutput(wanted)] if wanted else None,
         )
@@ -192,6 +193,12 @@ class RemoteModel:
                 f"for {x.shape[0]} rows"
             )
         return data
+
+
+def _datatype(x: np.ndarray, declared: str | None) -> str:
+    if x.dtype.kind in "USO":
+        return "BYTES"
+    return declared or "FP64"
 
 
 # --- explanations ------------------------------------------------------------------------------

@@ -19,6 +19,8 @@ SKLEARN = "inferline.runtimes.sklearn.SKLearnRuntime"
 XGBOOST = "inferline.runtimes.xgboost.XGBoostRuntime"
 LIGHTGBM = "inferline.runtimes.lightgbm.LightGBMRuntime"
 ONNX = "inferline.runtimes.onnx.OnnxRuntime"
+ALIBI_DETECT = "inferline.runtimes.alibi_detect.AlibiDetectRuntime"
+ALIBI_EXPLAIN = "inferline.runtimes.alibi_explain.AlibiExplainRuntime"
 
 ALIASES = {
     "sklearn": SKLEARN,
@@ -31,6 +33,10 @@ ALIASES = {
     "lightgbm": LIGHTGBM,
     "mlserver_lightgbm.LightGBMModel": LIGHTGBM,
     "onnx": ONNX,
+    "alibi-detect": ALIBI_DETECT,
+    "mlserver_alibi_detect.AlibiDetectRuntime": ALIBI_DETECT,
+    "alibi-explain": ALIBI_EXPLAIN,
+    "mlserver_alibi_explain.AlibiExplainRuntime": ALIBI_EXPLAIN,
 }
 
 # The module each runtime's library installs, by the capability tag (Seldon's `requirements`)
@@ -41,6 +47,8 @@ RUNTIME_LIBRARIES = {
     "xgboost": "xgboost",
     "lightgbm": "lightgbm",
     "onnx": "onnxruntime",
+    "alibi-detect": "alibi_detect",
+    "alibi-explain": "alibi",
 }
 
 # Artifact file names that identify a model folder with no `implementation` set. The xgboost
@@ -52,11 +60,14 @@ _GUESSES = ((SKLEARN_FILES, SKLEARN), (ONNX_FILES, ONNX))
 
 def installed_runtime_tags() -> list[str]:
     """The runtime tags whose library is installed (found without importing it)."""
-    return [
-        tag
-        for tag, module in RUNTIME_LIBRARIES.items()
-        if importlib.util.find_spec(module) is not None
-    ]
+    return [tag for tag, module in RUNTIME_LIBRARIES.items() if _installed(module)]
+
+
+def _installed(module: str) -> bool:
+    spec = importlib.util.find_spec(module)
+    # A folder of that name on sys.path (tests/integration/alibi) is a namespace package, with
+    # no origin: not the library.
+    return spec is not None and spec.origin is not None
 
 
 def guess_implementation(folder: Path | None) -> str:

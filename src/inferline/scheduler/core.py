@@ -375,6 +375,7 @@ class Scheduler:
             requirements=tuple(spec.effective_requirements()),
             server=spec.server,
             explainer=spec.explainer is not None,
+            explainer_type=spec.explainer.type if spec.explainer is not None else None,
         )
 
     def _candidates(self, placing: ModelVersion) -> list[ReplicaCandidate]:

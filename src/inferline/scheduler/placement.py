@@ -3,9 +3,10 @@
 Server filters (all must pass): the server has connected replicas; a model pinned with `server`
 goes only there; every requirement is among the server's capabilities. Servers already holding
 the model are tried first. Replica filters: enough free memory (or the replica already holds the
-model), not draining, explainers only where `alibi-explain` is offered. Replicas are ordered
-holding-the-model first, then most free memory, then lowest index; all replicas of one model sit
-on distinct replicas of one server. With `minReplicas`, fewer than `replicas` is acceptable.
+model), not draining, explainers only where they can run (see `explainer_capabilities`).
+Replicas are ordered holding-the-model first, then most free memory, then lowest index; all
+replicas of one model sit on distinct replicas of one server. With `minReplicas`, fewer than
+`replicas` is acceptable.
 """
 
 from dataclasses import dataclass, field
@@ -13,7 +14,19 @@ from dataclasses import dataclass, field
 NO_MATCHING_SERVERS = "Failed to schedule model as no matching servers are available"
 NOT_ENOUGH_REPLICAS = "Failed to schedule model as no matching server had enough suitable replicas"
 
-EXPLAINER_CAPABILITY = "alibi-explain"
+EXPLAINER_CAPABILITY = "alibi-explain"  # Seldon's: the server has Alibi Explain
+# Our permissively licensed explainer runtime (inferline.runtimes.explainer), which every server
+# offers, runs these explainer types without Alibi.
+PERMISSIVE_EXPLAINER_CAPABILITY = "explainer"
+PERMISSIVE_EXPLAINER_TYPES = frozenset({"kernel_shap", "feature_importance"})
+
+
+def explainer_capabilities(explainer_type: str | None) -> frozenset[str]:
+    """The capabilities any one of which lets a replica run an explainer of this type: Seldon's
+    `alibi-explain` for all, and ours for the types our explainer runtime implements."""
+    if explainer_type in PERMISSIVE_EXPLAINER_TYPES:
+        return frozenset({EXPLAINER_CAPABILITY, PERMISSIVE_EXPLAINER_CAPABILITY})
+    return frozenset({EXPLAINER_CAPABILITY})
 
 
 @dataclass(slots=True, frozen=True, order=True)
@@ -42,6 +55,7 @@ class ModelDemand:
     requirements: tuple[str, ...] = ()
     server: str | None = None
     explainer: bool = False
+    explainer_type: str | None = None
 
 
 @dataclass(slots=True)
@@ -95,6 +109,7 @@ def _capabilities(replicas: list[ReplicaCandidate]) -> set[str]:
 def _suitable(replica: ReplicaCandidate, demand: ModelDemand) -> bool:
     if replica.draining:
         return False
-    if demand.explainer and EXPLAINER_CAPABILITY not in replica.capabilities:
+    runs_it = explainer_capabilities(demand.explainer_type)
+    if demand.explainer and not runs_it & replica.capabilities:
         return False
     return demand.name in replica.models or replica.free_memory >= demand.memory

@@ -1,0 +1,141 @@
+"""The Alibi runtimes' tests: the libraries pin numpy below 2, so they live in a virtualenv of
+their own, `.venv-alibi` at the repository root, which this module builds with
+`pip install -e ".[alibi-detect,alibi-explain,sklearn]"` the first time and again whenever
+pyproject.toml changes (an editable install, so source changes need no rebuild).
+
+The tests drive processes started from that virtualenv with the main one's clients
+(tritonclient, httpx, the CLI). A failed build fails the tests with pip's output: they must not
+pass by being skipped where the network is missing.
+"""
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from inferline.demo import free_port, train_iris, wait_until_ready
+
+ROOT = Path(__file__).resolve().parents[3]
+VENV = ROOT / ".venv-alibi"
+EXTRAS = ".[alibi-detect,alibi-explain,sklearn]"
+STAMP = VENV / "inferline-build-key"
+BUILD_LOG = VENV / "build.log"  # inside the virtualenv: ignored by git with it
+# pip's slow part is downloading and unpacking ~1 GB of wheels; generous for a loaded machine.
+BUILD_TIMEOUT = 1200
+
+
+def build_key() -> str:
+    """What the virtualenv was built from: the project's dependencies and this Python."""
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes())
+    digest.update(f"{EXTRAS} {sys.version_info[:3]}".encode())
+    return digest.hexdigest()
+
+
+def _run(command: list[str], what: str) -> None:
+    started = time.monotonic()
+    with BUILD_LOG.open("a") as log:
+        log.write(f"$ {' '.join(command)}\n")
+        log.flush()
+        result = subprocess.run(
+            command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, timeout=BUILD_TIMEOUT
+        )
+        log.write(f"# {what}: exit {result.returncode} after {time.monotonic() - started:.0f} s\n")
+    if result.returncode != 0:
+        tail = "\n".join(BUILD_LOG.read_text(errors="replace").splitlines()[-60:])
+        pytest.fail(f"{what} failed (exit {result.returncode}); {BUILD_LOG}:\n{tail}")
+
+
+@pytest.fixture(scope="session")
+def alibi_python() -> Path:
+    """The Alibi virtualenv's python, built if missing or out of date."""
+    python = VENV / "bin" / "python"
+    key = build_key()
+    if python.exists() and STAMP.exists() and STAMP.read_text() == key:
+        return python
+    shutil.rmtree(VENV, ignore_errors=True)
+    VENV.mkdir()
+    BUILD_LOG.write_text("")
+    started = time.monotonic()
+    _run([sys.executable, "-m", "venv", str(VENV)], "creating the Alibi virtualenv")
+    _run([str(python), "-m", "pip", "install", "--quiet", "--upgrade", "pip"], "upgrading pip")
+    _run(
+        [str(python), "-m", "pip", "install", "--quiet", "-e", EXTRAS],
+        f'pip install -e "{EXTRAS}" in {VENV}',
+    )
+    STAMP.write_text(key)
+    with BUILD_LOG.open("a") as log:
+        log.write(f"# built in {time.monotonic() - started:.0f} s\n")
+    return python
+
+
+@pytest.fixture(scope="session")
+def alibi_artifacts(alibi_python, tmp_path_factory) -> Path:
+    """Detectors and an anchor explainer trained and saved by the Alibi libraries themselves."""
+    out = tmp_path_factory.mktemp("alibi-artifacts")
+    script = Path(__file__).with_name("make_artifacts.py")
+    result = subprocess.run(
+        [str(alibi_python), str(script), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, f"make_artifacts.py failed:\n{result.stdout}\n{result.stderr}"
+    return out
+
+
+class AlibiServe:
+    """`inferline serve` started with the Alibi virtualenv's python."""
+
+    def __init__(self, python: Path, models: Path, log_path: Path):
+        self.http_port, self.grpc_port = free_port(), free_port()
+        self.log_path = log_path
+        self.log_file = log_path.open("wb")
+        command = [str(python), "-m", "inferline", "serve", str(models), "--host", "127.0.0.1"]
+        command += ["--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port)]
+        self.process = subprocess.Popen(
+            command,
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            start_new_session=True,
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.log_file.close()
+
+
+@pytest.fixture(scope="module")
+def detect_server(alibi_python, alibi_artifacts, tmp_path_factory) -> Iterator[AlibiServe]:
+    """One server, from the Alibi virtualenv, holding every detector folder."""
+    log_path = tmp_path_factory.mktemp("alibi-serve") / "serve.log"
+    server = AlibiServe(alibi_python, alibi_artifacts / "detect", log_path)
+    try:
+        # Importing alibi-detect (transformers, numba, ...) takes a while on a loaded machine.
+        wait_until_ready(server.http_port, server.process, timeout=180)
+    except Exception as exc:
+        server.stop()
+        raise RuntimeError(f"inferline serve failed: {exc}\n{server.log()}") from exc
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def iris_model(tmp_path_factory) -> Path:
+    """The iris classifier, trained in the main virtualenv for the main one's servers."""
+    return train_iris(tmp_path_factory.mktemp("iris") / "iris")
