@@ -4,12 +4,15 @@
         [--retention 100000]
 
 Prints messages/s for sequential awaits (one produce at a time), 100 concurrent producers,
-a consumer draining the topic, and the worst produce latency seen (loop stalls).
+a consumer draining the topic, and the worst produce latency seen (loop stalls); then the latency
+of one message through a chain of relays, each reading a topic, writing the next and committing
+its offset as a pipeline stage does (`--hops`): what one pipeline hop costs on this bus.
 """
 
 import argparse
 import asyncio
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -50,6 +53,45 @@ async def drain(bus: EmbeddedBus, topic: str, count: int) -> None:
     await consumer.close()
 
 
+async def relay(bus: EmbeddedBus, source: str, sink: str) -> None:
+    """Read `source`, write each message on to `sink`, then commit: a pipeline stage's loop."""
+    consumer = await bus.consumer(f"relay.{source}", [source])
+    try:
+        while True:
+            messages = await consumer.poll(1.0)
+            for message in messages:
+                await bus.produce(sink, message.value, key=message.key, headers=message.headers)
+            if messages:
+                last = messages[-1]
+                await consumer.commit({last.topic_partition: last.offset + 1})
+    finally:
+        await consumer.close()
+
+
+async def hops(bus: EmbeddedBus, count: int, hop_count: int, value: bytes) -> list[float]:
+    """Milliseconds for each of `count` sequential messages through `hop_count` relays."""
+    topics = [f"hop{i}" for i in range(hop_count + 1)]
+    for topic in topics:
+        await bus.create_topic(topic)
+    sink = await bus.consumer("hops.end", [topics[-1]])
+    relays = [asyncio.create_task(relay(bus, a, b)) for a, b in zip(topics, topics[1:])]
+    await asyncio.sleep(0.01)
+    took = []
+    try:
+        for _ in range(count):
+            started = time.perf_counter()
+            await bus.produce(topics[0], value, key=b"k", headers=[("pipeline", b"p")])
+            while not await sink.poll(5.0):
+                pass
+            took.append((time.perf_counter() - started) * 1000)
+    finally:
+        for task in relays:
+            task.cancel()
+        await asyncio.gather(*relays, return_exceptions=True)
+        await sink.close()
+    return took
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=20_000)
@@ -57,6 +99,7 @@ async def main() -> None:
     parser.add_argument("--producers", type=int, default=100)
     parser.add_argument("--fsync", action="store_true")
     parser.add_argument("--retention", type=int, default=100_000, help="messages per partition")
+    parser.add_argument("--hops", type=int, default=4, help="relays in the latency chain")
     args = parser.parse_args()
     value = os.urandom(args.size)
     with tempfile.TemporaryDirectory() as folder:
@@ -85,6 +128,12 @@ async def main() -> None:
         await drain(bus, "con", min(args.messages, args.retention))
         elapsed = time.perf_counter() - started
         print(f"consume (poll 500): {min(args.messages, args.retention) / elapsed:,.0f} msg/s")
+        took = await hops(bus, 2000, args.hops, value)
+        p50, p99 = statistics.median(took), statistics.quantiles(took, n=100)[98]
+        print(
+            f"through {args.hops} relays, one message at a time: p50 {p50:.3f} ms "
+            f"({p50 / args.hops * 1000:.0f} us per hop), p99 {p99:.3f} ms"
+        )
         print(f"stats: {bus.stats()}")
         await bus.close()
 

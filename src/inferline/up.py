@@ -172,7 +172,7 @@ class Platform:
         await router.start()
         self._stack.append(router.stop)
         # Steps call their models through the router, as any client does (in-process here).
-        caller = LocalRouterCaller(router.grpc_service, timeout=config.model_gateway_timeout)
+        caller = LocalRouterCaller(router.core, timeout=config.model_gateway_timeout)
         self._stack.append(caller.close)
         engine = DataflowEngine(
             bus,

@@ -2,6 +2,8 @@
 
 The engine handles tensors as inferline `Tensor`s: raw contents decode without copying, and typed
 contents are turned into raw ones on the way out, so joined messages never mix the two forms.
+A stage that changes nothing in a message only parses it (`parse`) and names it for its sink
+(`readdress`): converting the tensors there and back cost a hop about 60 us.
 """
 
 from dataclasses import dataclass, field
@@ -35,3 +37,20 @@ def encode(message: TensorMessage, payload: str, model_name: str = "") -> bytes:
         return protobuf.request_to_proto(request, model_name).SerializeToString()
     response = InferenceResponse(model_name, message.tensors, None, message.id, message.parameters)
     return protobuf.response_to_proto(response).SerializeToString()
+
+
+def parse(value: bytes, payload: str) -> pb.ModelInferRequest | pb.ModelInferResponse:
+    """The message as protobuf, tensors left as they are (raw or typed contents)."""
+    if payload == REQUEST:
+        return pb.ModelInferRequest.FromString(value)
+    return pb.ModelInferResponse.FromString(value)
+
+
+def readdress(message: pb.ModelInferRequest | pb.ModelInferResponse, model_name: str) -> bytes:
+    """A parsed message as `encode(decode(...))` writes it for `model_name`, tensors untouched:
+    the same id and parameters, no model version and (requests) no requested outputs."""
+    message.model_name = model_name
+    message.model_version = ""
+    if isinstance(message, pb.ModelInferRequest):
+        del message.outputs[:]
+    return message.SerializeToString()

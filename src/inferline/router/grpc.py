@@ -148,15 +148,6 @@ class RouterGrpcService:
         await context.send_initial_metadata(reply)
         return answer
 
-    async def infer(self, name: str, raw: bytes, metadata: list[tuple[str, str]]) -> bytes:
-        """ModelInfer for a caller in this process (the model gateway of `inferline up`): the
-        routing and replica call a gRPC client gets, without the loopback socket. Raises
-        `InferlineError` (no route, no replica, timeout) or `UpstreamStatus` (the replica's)."""
-        route = self.router.resolve(name)
-        request_id = _metadata_value(metadata, "x-request-id") or new_request_id()
-        metadata = [("seldon-model", name), *metadata]
-        return await self._forward("ModelInfer", raw, metadata, request_id, route)
-
     async def _forward(
         self, method: str, raw: bytes, metadata, request_id: str, route: ModelRoute
     ) -> bytes:

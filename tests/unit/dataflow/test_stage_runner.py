@@ -219,6 +219,58 @@ async def test_a_pipeline_request_becomes_the_first_steps_request(bus, runners):
     assert decoded(out, REQUEST) == {"INPUT0": [[1, 2]], "INPUT1": [[3, 4]]}
 
 
+async def test_a_stage_that_changes_nothing_passes_the_tensors_on_untouched(bus, runners):
+    """No join, rename, filter or batch: the request goes on as it came (typed contents stay
+    typed), named for the step's model, without the caller's model version or requested
+    outputs, exactly as a decoded and re-encoded one would."""
+    stage = stage_of(TFSIMPLES, "step tfsimple1")
+    await runners.start(stage)
+    sent = pb.ModelInferRequest(model_name="tfsimples", model_version="3", id="rid-9")
+    sent.parameters["tenant"].string_param = "blue"
+    sent.inputs.add(name="INPUT0", datatype="INT32", shape=[1, 2]).contents.int_contents[:] = [1, 2]
+    sent.outputs.add(name="OUTPUT0")
+    await bus.produce(
+        stage.inputs[0].topic, b"not protobuf", key=b"0.t.bad", headers=headers("tfsimples", "a")
+    )
+    await bus.produce(
+        stage.inputs[0].topic,
+        sent.SerializeToString(),
+        key=b"0.tfsimples.r",
+        headers=headers("tfsimples", "0.tfsimples.r", x_custom="yes"),
+    )
+    (out,) = await read(bus, stage.sink_topic, 1)
+    assert out.key == b"0.tfsimples.r", "an unreadable message is skipped, the next goes on"
+    assert out.header("x-custom") == b"yes"
+    assert out.header("x-pipeline-version") == b"1"
+    proto = pb.ModelInferRequest.FromString(out.value)
+    assert proto.model_name == "tfsimple1"
+    assert proto.model_version == ""
+    assert list(proto.outputs) == []
+    assert proto.id == "rid-9"
+    assert proto.parameters["tenant"].string_param == "blue"
+    assert list(proto.inputs[0].contents.int_contents) == [1, 2]
+    assert decoded(out, REQUEST) == {"INPUT0": [[1, 2]]}
+
+
+async def test_output_stage_of_one_step_answers_with_the_steps_tensors_under_no_model(
+    bus, runners
+):
+    stage = stage_of(plan("one", "steps: [{name: m}]\noutput: {steps: [m]}"), "output")
+    await runners.start(stage)
+    answer = pb.ModelInferResponse.FromString(response(OUTPUT0=[[3, 4]]))
+    answer.model_version = "1"
+    await bus.produce(
+        TOPICS.model("m", "outputs"),
+        answer.SerializeToString(),
+        key=b"0.one.k",
+        headers=headers("one", "0.one.k"),
+    )
+    (out,) = await read(bus, TOPICS.pipeline("one", "outputs"), 1)
+    proto = pb.ModelInferResponse.FromString(out.value)
+    assert (proto.model_name, proto.model_version, proto.id) == ("", "", "rid")
+    assert decoded(out, RESPONSE) == {"OUTPUT0": [[3, 4]]}
+
+
 CONDITIONAL = plan(
     "tfsimple-conditional",
     """

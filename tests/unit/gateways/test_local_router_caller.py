@@ -1,10 +1,14 @@
-"""LocalRouterCaller: a step's model call through the router object of this process, against a
-real model server's gRPC edge (a DataPlane behind grpc.aio). Answers pass through as the bytes
-the replica sent; failures are classed as the model gateway needs them: wait and retry (nothing
-serves the model right now) or end the request with the model's own message."""
+"""LocalRouterCaller: a step's model call through the router core of this process, against a
+real model server's REST edge (a DataPlane behind uvicorn). Protobuf goes in and comes out with
+the model's tensors; failures are classed as the model gateway needs them: wait and retry
+(nothing serves the model right now) or end the request with the model's own message."""
+
+import asyncio
+import contextlib
 
 import numpy as np
 import pytest
+import uvicorn
 
 from inferline.demo import free_port
 from inferline.gateways.model_gateway import LocalRouterCaller, ModelCallError
@@ -12,12 +16,11 @@ from inferline.protocol import protobuf
 from inferline.protocol.proto import inference_pb2 as pb
 from inferline.protocol.types import InferenceRequest, Tensor
 from inferline.router.core import ModelRouter
-from inferline.router.grpc import RouterGrpcService
 from inferline.router.routes import Endpoint, ModelRoute, RouteTable
 from inferline.router.table import MutableRouteSource
 from inferline.runtimes.settings import ModelSettings
 from inferline.server.dataplane import DataPlane
-from inferline.server.grpc import create_grpc_server
+from inferline.server.rest import RestApp
 
 VALUES = np.arange(1, 17, dtype=np.int32).reshape(1, 16)
 
@@ -43,11 +46,24 @@ async def replica(tmp_path):
         )
     )
     port = free_port()
-    server = create_grpc_server(dataplane, f"127.0.0.1:{port}")
-    await server.start()
-    yield Endpoint(http="127.0.0.1:1", grpc=f"127.0.0.1:{port}", server="mlserver", replica=0)
-    await server.stop(None)
+    server = _Server(
+        uvicorn.Config(
+            RestApp(dataplane), host="127.0.0.1", port=port, lifespan="off", log_level="warning"
+        )
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        assert not task.done(), "the replica's HTTP server did not start"
+        await asyncio.sleep(0.01)
+    yield Endpoint(http=f"127.0.0.1:{port}", grpc="127.0.0.1:1", server="mlserver", replica=0)
+    server.should_exit = True
+    await task
     await dataplane.unload_all()
+
+
+class _Server(uvicorn.Server):
+    def capture_signals(self):
+        return contextlib.nullcontext()
 
 
 @pytest.fixture
@@ -59,9 +75,9 @@ async def routes(replica):
 
 @pytest.fixture
 async def caller(routes):
-    service = RouterGrpcService(ModelRouter(routes))
-    yield LocalRouterCaller(service, timeout=10)
-    await service.close()
+    caller = LocalRouterCaller(ModelRouter(routes), timeout=10)
+    yield caller
+    await caller.close()
 
 
 async def test_the_replica_answers_through_the_router(caller):
@@ -95,7 +111,7 @@ async def test_a_model_without_ready_replica_is_waited_for(caller, routes):
 
 
 async def test_a_replica_that_is_down_is_waited_for(caller, routes):
-    gone = Endpoint(http="127.0.0.1:1", grpc=f"127.0.0.1:{free_port()}", server="s", replica=1)
+    gone = Endpoint(http=f"127.0.0.1:{free_port()}", grpc="127.0.0.1:1", server="s", replica=1)
     routes.put(ModelRoute("tfsimple", "tfsimple_1", 1, [gone]))
     with pytest.raises(ModelCallError) as failure:
         await caller("tfsimple", request(), [])
