@@ -11,6 +11,7 @@ its offset as a pipeline stage does (`--hops`): what one pipeline hop costs on t
 
 import argparse
 import asyncio
+import itertools
 import os
 import statistics
 import tempfile
@@ -74,7 +75,7 @@ async def hops(bus: EmbeddedBus, count: int, hop_count: int, value: bytes) -> li
     for topic in topics:
         await bus.create_topic(topic)
     sink = await bus.consumer("hops.end", [topics[-1]])
-    relays = [asyncio.create_task(relay(bus, a, b)) for a, b in zip(topics, topics[1:])]
+    relays = [asyncio.create_task(relay(bus, a, b)) for a, b in itertools.pairwise(topics)]
     await asyncio.sleep(0.01)
     took = []
     try:

@@ -193,35 +193,40 @@ async def async_throughput(
             while not outputs.assignment():  # Kafka: the group join takes a few seconds
                 await outputs.poll(0.1)
 
-            async def burst(n: int, tag: str) -> tuple[float, int]:
-                keys = {f"0.{name}.{tag}-{i}".encode() for i in range(n)}
-                started = time.perf_counter()
-                await asyncio.gather(
-                    *(
-                        bus.produce(
-                            topics.pipeline(name, "inputs"),
-                            value,
-                            key=key,
-                            headers=[("pipeline", name.encode())],
-                            partition=0,
-                        )
-                        for key in keys
-                    )
-                )
-                errors = 0
-                while keys:
-                    if time.perf_counter() - started > READY_TIMEOUT:
-                        raise SystemExit(f"{name}: {len(keys)} answers missing")
-                    for message in await outputs.poll(1.0, max_messages=1000):
-                        if message.key in keys:
-                            keys.discard(message.key)
-                            errors += message.header("seldon-pipeline-errors") is not None
-                return time.perf_counter() - started, errors
-
-            await burst(50, f"warm-{uuid.uuid4().hex[:6]}")
-            results[name] = await burst(count, uuid.uuid4().hex[:6])
+            await burst(platform, outputs, name, value, 50)  # warm up
+            results[name] = await burst(platform, outputs, name, value, count)
             await outputs.close()
     return results
+
+
+async def burst(platform: Platform, outputs, pipeline: str, value: bytes, count: int):
+    """Write `count` requests at once to `pipeline`'s inputs topic and read its outputs topic
+    until every answer is there: (seconds, answers that were errors)."""
+    bus, topics = platform.bus, platform.topics
+    tag = uuid.uuid4().hex[:8]
+    keys = {f"0.{pipeline}.{tag}-{i}".encode() for i in range(count)}
+    started = time.perf_counter()
+    await asyncio.gather(
+        *(
+            bus.produce(
+                topics.pipeline(pipeline, "inputs"),
+                value,
+                key=key,
+                headers=[("pipeline", pipeline.encode())],
+                partition=0,
+            )
+            for key in keys
+        )
+    )
+    errors = 0
+    while keys:
+        if time.perf_counter() - started > READY_TIMEOUT:
+            raise SystemExit(f"{pipeline}: {len(keys)} answers missing")
+        for message in await outputs.poll(1.0, max_messages=1000):
+            if message.key in keys:
+                keys.discard(message.key)
+                errors += message.header("seldon-pipeline-errors") is not None
+    return time.perf_counter() - started, errors
 
 
 # --- Kafka -------------------------------------------------------------------------------------

@@ -252,9 +252,7 @@ async def test_a_stage_that_changes_nothing_passes_the_tensors_on_untouched(bus,
     assert decoded(out, REQUEST) == {"INPUT0": [[1, 2]]}
 
 
-async def test_output_stage_of_one_step_answers_with_the_steps_tensors_under_no_model(
-    bus, runners
-):
+async def test_output_stage_of_one_step_answers_with_the_steps_tensors_under_no_model(bus, runners):
     stage = stage_of(plan("one", "steps: [{name: m}]\noutput: {steps: [m]}"), "output")
     await runners.start(stage)
     answer = pb.ModelInferResponse.FromString(response(OUTPUT0=[[3, 4]]))

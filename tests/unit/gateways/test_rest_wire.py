@@ -17,7 +17,10 @@ TEXT = np.array([b"one", b"two"], dtype=object)
 
 def request(use_raw: bool = True) -> bytes:
     request = InferenceRequest(
-        [Tensor.from_numpy("INT", INT), Tensor("TEXT", "BYTES", [2], TEXT, {"content_type": "str"})],
+        [
+            Tensor.from_numpy("INT", INT),
+            Tensor("TEXT", "BYTES", [2], TEXT, {"content_type": "str"}),
+        ],
         id="r1",
         parameters={"tenant": "blue"},
         outputs=[RequestedOutput("OUT", {"binary_data": True})],
