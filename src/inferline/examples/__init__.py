@@ -8,8 +8,6 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from inferline.examples import cifar10
-
 IRIS_SETTINGS = {
     "name": "iris",
     "implementation": "mlserver_sklearn.SKLearnModel",
@@ -49,12 +47,22 @@ def write_runtime_model(folder: Path, class_name: str) -> Path:
     return folder
 
 
+def _cifar10(function: str) -> Callable[[Path], Path]:
+    def make(folder: Path) -> Path:
+        # Imported on use, so `python -m inferline.examples.cifar10` runs the module only once.
+        from inferline.examples import cifar10
+
+        return getattr(cifar10, function)(folder)
+
+    return make
+
+
 EXAMPLES: dict[str, Callable[[Path], Path]] = {
     "iris": train_iris,
     # Seldon's CIFAR-10 monitoring example, on synthetic images (see `examples.cifar10`).
-    "cifar10-classifier": cifar10.train_classifier,
-    "cifar10-outlier": cifar10.train_outlier_detector,
-    "cifar10-drift": cifar10.write_drift_detector,
+    "cifar10-classifier": _cifar10("train_classifier"),
+    "cifar10-outlier": _cifar10("train_outlier_detector"),
+    "cifar10-drift": _cifar10("write_drift_detector"),
     **{
         name: (lambda folder, cls=class_name: write_runtime_model(folder, cls))
         for name, class_name in PIPELINE_MODELS.items()

@@ -15,9 +15,12 @@ what the example shows is the monitoring around it, not the vision.
   Kolmogorov-Smirnov test per pixel and channel, Bonferroni-corrected, on the batch of images a
   request holds (the pipeline's `batch: {size: 20}` makes that 20).
 
-`images`, `brighter` and `corrupted` make the inputs the example and its tests send.
+`images`, `brighter` and `corrupted` make the inputs the example and its tests send;
+`python -m inferline.examples.cifar10 DIR [--count N] [--seed S] [--brighter | --corrupted]`
+writes them as V2 JSON requests, one image per file (DIR/image-00.json, ...).
 """
 
+import argparse
 import json
 from pathlib import Path
 
@@ -150,3 +153,45 @@ class Classifier(Runtime):
             model_name=self.name,
             outputs=[Tensor.from_numpy(OUTPUT, probabilities.astype(np.float32))],
         )
+
+
+def request_json(image: np.ndarray) -> dict:
+    """One image as a V2 JSON request, named as Seldon's CIFAR-10 model names its input."""
+    return {
+        "inputs": [
+            {
+                "name": "input_1",
+                "datatype": "FP32",
+                "shape": [1, *IMAGE_SHAPE],
+                "data": image.ravel().tolist(),
+            }
+        ]
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m inferline.examples.cifar10",
+        description="Write CIFAR-10-shaped images as V2 JSON requests, one image per file.",
+    )
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--count", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=1, help="0 makes the training images")
+    change = parser.add_mutually_exclusive_group()
+    change.add_argument("--brighter", action="store_true", help="shifted: drift")
+    change.add_argument("--corrupted", action="store_true", help="heavy noise: outliers")
+    args = parser.parse_args(argv)
+    pixels, _ = images(args.count, args.seed)
+    if args.brighter:
+        pixels = brighter(pixels)
+    elif args.corrupted:
+        pixels = corrupted(pixels)
+    args.folder.mkdir(parents=True, exist_ok=True)
+    for index, image in enumerate(pixels):
+        path = args.folder / f"image-{index:02d}.json"
+        path.write_text(json.dumps(request_json(image)))
+    print(f"wrote {len(pixels)} requests to {args.folder}")
+
+
+if __name__ == "__main__":
+    main()

@@ -33,19 +33,6 @@ BATCH = 20
 READY_TIMEOUT = 300
 
 
-def image_request(image: np.ndarray) -> dict:
-    return {
-        "inputs": [
-            {
-                "name": "input_1",
-                "datatype": "FP32",
-                "shape": [1, *cifar10.IMAGE_SHAPE],
-                "data": image.ravel().tolist(),
-            }
-        ]
-    }
-
-
 @pytest.fixture(scope="module")
 def up(up_factory, tmp_path_factory) -> Up:
     with pytest.MonkeyPatch.context() as patch:
@@ -65,7 +52,7 @@ def send(up: Up, pixels: np.ndarray) -> list[tuple[str, dict]]:
     """Each image in its own synchronous call: (message key, {output name: output}) per call."""
     answers = []
     for image in pixels:
-        answer = up.infer_ok(PIPELINE, image_request(image), timeout=60)
+        answer = up.infer_ok(PIPELINE, cifar10.request_json(image), timeout=60)
         outputs = {o["name"]: o for o in answer.json()["outputs"]}
         answers.append((answer.headers["x-request-id"], outputs))
     return answers
