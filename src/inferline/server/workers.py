@@ -478,10 +478,13 @@ class WorkerDataPlane(DataPlane):
     """A worker's data plane: loads and unloads asked through its repository API go to the
     parent, which applies them to every worker; the parent's own calls run here directly."""
 
-    def __init__(self, repository: ModelRepository):
+    def __init__(self, repository: ModelRepository | None = None):
         super().__init__(repository)
         self.parent: Channel | None = None
         self.server_ready = False
+        # Set once the snapshot of what the server holds is applied: the parent's calls wait
+        # for it, so they apply after the snapshot, in the order they were made.
+        self.caught_up = asyncio.Event()
 
     def ready(self) -> bool:
         return self.server_ready
@@ -492,12 +495,9 @@ class WorkerDataPlane(DataPlane):
     async def unload(self, name: str, version: str | None = None) -> None:
         await self.parent.call("unload", name, version)
 
-    async def unload_here(self, name: str, version: str | None = None) -> None:
-        await DataPlane.unload(self, name, version)
-
     async def unload_all(self) -> None:
         for name in list(self._models):
-            await self.unload_here(name)
+            await DataPlane.unload(self, name)
 
     async def apply(self, held: list[tuple]) -> None:
         """Take over what the server holds, in the order it was loaded."""
@@ -509,6 +509,33 @@ class WorkerDataPlane(DataPlane):
                     log.error("model %s failed to load: %s", step[1].name, exc.message)
             else:
                 self.mark_unavailable(*step[1:])
+        self.caught_up.set()
+
+    def parent_calls(self) -> dict[str, Callable[..., Awaitable[Any]]]:
+        """What the parent calls in a worker."""
+
+        async def load_model(settings: ModelSettings) -> None:
+            await self.caught_up.wait()
+            await self.load_model(settings)
+
+        async def unload(name: str, version: str | None) -> None:
+            await self.caught_up.wait()
+            await DataPlane.unload(self, name, version)
+
+        async def mark_unavailable(name: str, version: str | None, reason: str) -> None:
+            await self.caught_up.wait()
+            self.mark_unavailable(name, version, reason)
+
+        async def set_ready() -> None:
+            await self.caught_up.wait()
+            self.server_ready = True
+
+        return {
+            "load_model": load_model,
+            "unload": unload,
+            "mark_unavailable": mark_unavailable,
+            "set_ready": set_ready,
+        }
 
 
 async def run_worker(control_fd: int, index: int) -> None:
@@ -518,38 +545,18 @@ async def run_worker(control_fd: int, index: int) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    sock = socket.socket(fileno=control_fd)
-    dataplane: WorkerDataPlane | None = None
-    applied = asyncio.Event()
-
-    async def after_setup(method, *args):
-        # Parent calls wait until this worker has taken over the snapshot, so they apply in order.
-        await applied.wait()
-        return await method(*args)
-
-    async def set_ready() -> None:
-        await applied.wait()
-        dataplane.server_ready = True
-
-    handlers = {
-        "load_model": lambda settings: after_setup(dataplane.load_model, settings),
-        "unload": lambda name, version: after_setup(dataplane.unload_here, name, version),
-        "mark_unavailable": lambda *args: after_setup(_mark, dataplane, *args),
-        "set_ready": set_ready,
-    }
-    channel = Channel(sock, handlers)
+    dataplane = WorkerDataPlane()
+    channel = dataplane.parent = Channel(socket.socket(fileno=control_fd), dataplane.parent_calls())
     await channel.open()
     reader = asyncio.create_task(channel.run())
     setup: WorkerSetup = await channel.call("setup")
     worker_format = LOG_FORMAT.replace("%(name)s", f"worker-{index} %(name)s")
     logging.basicConfig(level=setup.log_level, format=worker_format, force=True)
-    dataplane = WorkerDataPlane(ModelRepository(setup.config.model_dirs))
-    dataplane.parent = channel
+    dataplane.repository = ModelRepository(setup.config.model_dirs)
     server = ModelServer(setup.config, dataplane)
     if setup.listen_first:
         await server.start()
     await dataplane.apply(setup.held)
-    applied.set()
     if not setup.listen_first:
         await server.start()
     dataplane.server_ready = dataplane.server_ready or setup.server_ready
@@ -562,10 +569,6 @@ async def run_worker(control_fd: int, index: int) -> None:
     stopped.cancel()
     await server.stop()
     reader.cancel()
-
-
-async def _mark(dataplane: DataPlane, name: str, version: str | None, reason: str) -> None:
-    dataplane.mark_unavailable(name, version, reason)
 
 
 def main() -> None:
