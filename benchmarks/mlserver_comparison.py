@@ -435,9 +435,16 @@ def summarise(row: Row) -> dict:
         name: {what: median_of(runs, what) for what in ("throughput", "p50", "p99", "server_cores")}
         for name, runs in row.runs.items()
     }
-    ours, theirs = medians["inferline"], medians["MLServer"]
+    # Each round's two runs are back to back, so their ratio sees the same machine; the median of
+    # those paired ratios drifts less with other load than the ratio of the medians.
+    pairs = [
+        (a, b) for a, b in zip(row.runs["inferline"], row.runs["MLServer"], strict=False)
+        if not a.failure and not b.failure
+    ]  # fmt: skip
     ratio = {
-        what: ours[what] / theirs[what] if ours[what] and theirs[what] else None
+        what: statistics.median(getattr(a, what) / getattr(b, what) for a, b in pairs)
+        if pairs and all(getattr(b, what) > 0 for _, b in pairs)
+        else None
         for what in ("throughput", "p50")
     }
     verdict, met = "-", None
@@ -534,7 +541,8 @@ def print_header(info: dict, args) -> None:
     )
     print(
         f"{args.rounds} rounds x {args.duration:g} s (after {args.warmup:g} s warm-up) per server "
-        f"and row, inferline and MLServer alternating; median over rounds. Batching: "
+        f"and row, inferline and MLServer alternating; medians over rounds, ratios are the "
+        f"median of each round's inferline/MLServer. Batching: "
         f"max_batch_size={args.max_batch_size}, max_batch_time={args.max_batch_time:g} s on both."
     )
 
@@ -544,8 +552,8 @@ def _number(value: float | None, digits: int = 0) -> str:
 
 
 def print_table(summaries: list[dict]) -> None:
-    head = (f"{'':20}{'':17}{'inferline':>26}{'MLServer':>26}   {'inferline/MLServer':<20}\n"
-            f"{'row':20}{'client':17}" + f"{'req/s':>10}{'p50 ms':>8}{'p99 ms':>8}" * 2
+    head = (f"{'':20}{'':17}{'inferline':>28}{'MLServer':>28}   {'inferline/MLServer':<20}\n"
+            f"{'row':20}{'client':17}" + f"{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}" * 2
             + f"   {'req/s':>7}{'p50':>7}   target")  # fmt: skip
     print("\n" + head)
     notes = []
@@ -554,8 +562,8 @@ def print_table(summaries: list[dict]) -> None:
         cells = ""
         for name in ("inferline", "MLServer"):
             m = s["median"][name]
-            cells += f"{_number(m['throughput']):>10}{_number(m['p50'], 2):>8}"
-            cells += f"{_number(m['p99'], 2):>8}"
+            cells += f"{_number(m['throughput']):>10}{_number(m['p50'], 2):>9}"
+            cells += f"{_number(m['p99'], 2):>9}"
         ratio = s["ratio"]
         throughput = "-" if ratio["throughput"] is None else f"{ratio['throughput']:.2f}x"
         p50 = "-" if ratio["p50"] is None else f"{ratio['p50']:.2f}"
