@@ -576,6 +576,14 @@ def print_table(summaries: list[dict]) -> None:
         notes[-1] += "it measured itself too, so the row understates the faster server"
     for note in notes:
         print(f"  {note}")
+    # How much CPU the servers got: on a busy machine far less than a core, and then the
+    # figures say more about the machine than about the servers.
+    spans = []
+    for name in ("inferline", "MLServer"):
+        cores = [run["server_cores"] for s in summaries for run in s["rounds"][name]]
+        if cores:
+            spans.append(f"{name} {min(cores):.2f}-{max(cores):.2f}")
+    print("server CPU during the runs, in cores (min-max): " + ", ".join(spans))
 
 
 # --- main ------------------------------------------------------------------------------------
