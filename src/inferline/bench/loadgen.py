@@ -11,12 +11,14 @@ late (it was busy) counts its wait too instead of hiding it (coordinated omissio
 client therefore shows up in the latencies, and in its CPU share, which every process reports.
 """
 
+import array
 import asyncio
 import contextlib
 import itertools
 import multiprocessing
 import os
 import queue
+import signal
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -90,7 +92,8 @@ class Recorder:
     __slots__ = ("errors", "examples", "latencies")
 
     def __init__(self):
-        self.latencies: list[float] = []
+        # 8 bytes a sample (a list of floats takes 32): a long run keeps millions of them.
+        self.latencies = array.array("d")
         self.errors: Counter = Counter()
         self.examples: dict[str, str] = {}
 
@@ -110,9 +113,11 @@ async def closed_loop(
     recorder: Recorder,
     seconds: float | None,
     iterations: int | None,
+    stop: Callable[[], bool] = lambda: False,
 ) -> None:
     """`users` callers, each sending its next request when its answer is in, until `seconds`
-    have passed (no new request starts after) or `iterations` requests were started."""
+    have passed (no new request starts after), `iterations` requests were started or `stop()`
+    says so."""
     deadline = clock() + seconds if seconds is not None else None
     tickets = itertools.count() if iterations is None else iter(range(iterations))
     record = recorder.record
@@ -120,7 +125,7 @@ async def closed_loop(
     async def user() -> None:
         for _ in tickets:
             start = clock()
-            if deadline is not None and start >= deadline:
+            if (deadline is not None and start >= deadline) or stop():
                 return
             outcome = await call()
             record(clock() - start, outcome)
@@ -136,12 +141,14 @@ async def open_loop(
     recorder: Recorder,
     seconds: float | None,
     iterations: int | None,
+    stop: Callable[[], bool] = lambda: False,
 ) -> int:
     """Arrivals on the plan's schedule for `seconds` (or its stages' length) or `iterations`
-    arrivals, then wait for the answers. Returns the arrivals dropped."""
+    arrivals or until `stop()`, then wait for the answers. Returns the arrivals dropped."""
     times = arrival_times(list(plan.stages), plan.start_rate, plan.first, plan.step)
     if seconds is not None:
         times = itertools.takewhile(lambda t: t < seconds, times)
+    times = itertools.takewhile(lambda t: not stop(), times)
     in_flight: set[asyncio.Task] = set()
     record = recorder.record
 
@@ -168,15 +175,19 @@ async def run_phases(
     clock: Callable[[], float] = time.perf_counter,
     sleep: Callable = asyncio.sleep,
     watch: Callable[[Recorder | None], None] | None = None,
+    stop: Callable[[], bool] = lambda: False,
 ) -> ProcessStats:
     """Warm up (its samples discarded), then measure. `watch` is told each measured phase's
-    recorder (None during warm-up), for live progress."""
+    recorder (None during warm-up), for live progress. Once `stop()` is true, no new request
+    starts (Ctrl-C): what was measured until then is returned."""
     watch = watch or (lambda recorder: None)
 
     async def phase(recorder: Recorder, seconds: float | None, iterations: int | None) -> int:
         if plan.open_loop:
-            return await open_loop(target.call, plan, clock, sleep, recorder, seconds, iterations)
-        await closed_loop(target.call, plan.concurrency, clock, recorder, seconds, iterations)
+            return await open_loop(
+                target.call, plan, clock, sleep, recorder, seconds, iterations, stop
+            )
+        await closed_loop(target.call, plan.concurrency, clock, recorder, seconds, iterations, stop)
         return 0
 
     if plan.warmup > 0:
@@ -191,7 +202,7 @@ async def run_phases(
     dropped = await phase(recorder, seconds, plan.iterations)
     elapsed, cpu = clock() - began, time.process_time() - cpu
     return ProcessStats(
-        latencies=np.asarray(recorder.latencies, dtype=np.float64),
+        latencies=np.frombuffer(recorder.latencies, dtype=np.float64).copy(),
         errors=recorder.errors,
         error_examples=recorder.examples,
         elapsed=elapsed,
@@ -210,15 +221,18 @@ def _use_uvloop() -> None:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-async def _load_process(spec, plan, index, progress, go, results) -> None:
+async def _load_process(spec, plan, index, progress, go, halt, results) -> None:
     target = build_target(spec, plan.connections)
     await target.open()
     results.put(("ready", index, os.getpid()))
     await asyncio.get_running_loop().run_in_executor(None, go.wait)
     current: list[Recorder | None] = [None]
+    halted = False
 
     async def publish() -> None:
+        nonlocal halted
         while True:
+            halted = halted or halt.is_set()
             recorder = current[0]
             if recorder is not None:
                 progress[2 * index] = len(recorder.latencies)
@@ -227,7 +241,9 @@ async def _load_process(spec, plan, index, progress, go, results) -> None:
 
     publisher = asyncio.create_task(publish())
     try:
-        stats = await run_phases(target, plan, watch=lambda r: current.__setitem__(0, r))
+        stats = await run_phases(
+            target, plan, watch=lambda r: current.__setitem__(0, r), stop=lambda: halted
+        )
     finally:
         publisher.cancel()
         await target.close()
@@ -236,11 +252,14 @@ async def _load_process(spec, plan, index, progress, go, results) -> None:
     results.put(("done", index, stats))
 
 
-def _process_main(spec, plan, index, progress, go, results) -> None:
+def _process_main(spec, plan, index, progress, go, halt, results) -> None:
     """Entry point of one load process."""
+    # Ctrl-C reaches the whole process group: the parent alone handles it, and tells the load
+    # processes to stop through `halt`, so they still report what they measured.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _use_uvloop()
     try:
-        asyncio.run(_load_process(spec, plan, index, progress, go, results))
+        asyncio.run(_load_process(spec, plan, index, progress, go, halt, results))
     except BaseException as exc:  # told to the parent, which names it; a traceback helps nobody
         results.put(("failed", index, f"{type(exc).__name__}: {exc}"))
 
@@ -272,12 +291,12 @@ def run(
         )
     context = multiprocessing.get_context("spawn")
     progress = context.Array("q", 2 * processes, lock=False)
-    go = context.Event()
+    go, halt = context.Event(), context.Event()
     results = context.Queue()
     workers = [
         context.Process(
             target=_process_main,
-            args=(spec, plan.share(index, processes), index, progress, go, results),
+            args=(spec, plan.share(index, processes), index, progress, go, halt, results),
             name=f"inferline-bench-{index}",
             daemon=True,
         )
@@ -285,6 +304,13 @@ def run(
     ]
     for worker in workers:
         worker.start()
+
+    def interrupted(signum, frame) -> None:
+        if halt.is_set():
+            raise KeyboardInterrupt  # a second Ctrl-C: give up on the results
+        halt.set()  # the first: stop sending, and report what was measured
+
+    previous = signal.signal(signal.SIGINT, interrupted)
     try:
         _wait_ready(workers, results, start_timeout)
         go.set()
@@ -312,8 +338,11 @@ def run(
                 )
         for worker in workers:
             worker.join(timeout=10)
-        return merge([parts[index] for index in range(processes)])
+        result = merge([parts[index] for index in range(processes)])
+        result.interrupted = halt.is_set()
+        return result
     finally:
+        signal.signal(signal.SIGINT, previous)
         for worker in workers:
             if worker.is_alive():
                 worker.terminate()

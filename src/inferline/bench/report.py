@@ -71,6 +71,8 @@ def print_result(console: Console, title: str, result: BenchResult) -> None:
     cpu = ", ".join(f"{share * 100:.0f}%" for share in result.process_cpu)
     table.add_row("client CPU per process", cpu)
     console.print(table)
+    if result.interrupted:
+        console.print("[yellow]stopped early (Ctrl-C):[/yellow] the numbers cover the time run")
     for status, message in result.error_examples.items():
         console.print(f"[red]{status}[/red]: {message}", highlight=False)
     if result.dropped:

@@ -44,6 +44,7 @@ class BenchResult:
     latency_ms: dict[str, float]
     process_cpu: list[float]  # cores used per load process
     dropped: int = 0
+    interrupted: bool = False  # stopped early (Ctrl-C): the numbers cover a shorter run
 
     @property
     def client_cpu_saturated(self) -> bool:
@@ -61,6 +62,7 @@ class BenchResult:
             "dropped": self.dropped,
             "client_cpu": [round(share, 3) for share in self.process_cpu],
             "client_cpu_saturated": self.client_cpu_saturated,
+            "interrupted": self.interrupted,
         }
 
 
