@@ -23,7 +23,9 @@ import argparse
 import asyncio
 import contextlib
 import importlib.util
+import logging
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -175,11 +177,18 @@ async def async_throughput(
     results = {}
     async with Platform(config) as platform:
         scheduler = platform.scheduler.scheduler
+        routes = platform.router.core.routes
         deadline = time.monotonic() + READY_TIMEOUT
         for name in PIPELINES:
             while True:
                 status = scheduler.pipeline_status(name)
-                if status["state"] == "PipelineReady" and status["modelsReady"]:
+                # The state kept from the last run says ready before the server is back: wait
+                # for the router to have a replica of every model too.
+                served = all(
+                    model in routes.table.models and routes.table.models[model].endpoints
+                    for model in status["models"]
+                )
+                if status["state"] == "PipelineReady" and status["modelsReady"] and served:
                     break
                 if time.monotonic() > deadline:
                     raise SystemExit(f"{name} not ready again: {status}")
@@ -259,13 +268,17 @@ def tansu_broker(folder: Path) -> Iterator[str]:
     try:
         deadline = time.monotonic() + 30
         while True:
-            try:
-                AdminClient({"bootstrap.servers": address}).list_topics(timeout=2)
-                break
-            except KafkaException:
-                if broker.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit("tansu did not start: see its log") from None
-                time.sleep(0.1)
+            if broker.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"tansu did not start: see {folder / 'tansu.log'}")
+            # Probe the port first: a client against a closed port logs an error a try.
+            with socket.socket() as probe:
+                probe.settimeout(0.2)
+                listening = probe.connect_ex(("127.0.0.1", int(address.rsplit(":")[1]))) == 0
+            if listening:
+                with contextlib.suppress(KafkaException):
+                    AdminClient({"bootstrap.servers": address}).list_topics(timeout=2)
+                    break
+            time.sleep(0.1)
         yield address
     finally:
         broker.terminate()
@@ -327,6 +340,8 @@ def main() -> None:
     kafka.add_argument("--kafka", help="also run on this Kafka cluster (bootstrap servers)")
     kafka.add_argument("--tansu", action="store_true", help="also run on a Tansu broker")
     args = parser.parse_args()
+    # The in-process platform would announce its ports in the middle of the output.
+    logging.getLogger("inferline.router.app").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
         uri = write_runtime_model(tmp / "tfsimple", "TfSimple")
