@@ -5,8 +5,10 @@ as `iris-meta`, whose settings declare its input, so bench can make requests up 
 """
 
 import json
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -158,3 +160,28 @@ def test_unreachable_server_is_named(tmp_path, request_file):
     assert run.returncode == 1
     assert result["errors_by_status"] == {"connect error": 3}
     assert "cannot connect to 127.0.0.1:9" in run.stderr
+
+
+def test_ctrl_c_stops_the_run_and_reports_what_was_measured(server, request_file, tmp_path):
+    out = tmp_path / "out.json"
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "inferline", "bench", "model", "iris", "--url", server.url,
+            "--processes", "2", "--concurrency", "2", "--duration", "300",
+            "--data", str(request_file), "--json", str(out),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # as from a terminal: the test runner may have SIGINT ignored for its children
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    time.sleep(10)  # starting the load processes is slow on a loaded machine
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    result = json.loads(out.read_text())
+    assert result["interrupted"] is True
+    assert result["requests"] > 0 and result["errors"] == 0
+    assert result["duration_s"] < 60
+    assert "stopped early" in stdout
