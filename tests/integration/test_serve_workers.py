@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from inferline.demo import free_port
+from inferline.demo import free_port, wait_until_ready
 
 pytestmark = pytest.mark.slow
 
@@ -283,6 +283,30 @@ def test_sigterm_stops_every_worker(serve, burner_dir):
     assert "Traceback" not in server.log(), server.log()
 
 
+def test_ctrl_c_stops_every_worker_without_replacing_any(burner_dir, tmp_path):
+    # Ctrl-C in a terminal sends SIGINT to every process of the foreground group.
+    http_port, grpc_port = free_port(), free_port()
+    with (tmp_path / "serve.log").open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "inferline", "serve", str(burner_dir), "--host", "127.0.0.1",
+             "--http-port", str(http_port), "--grpc-port", str(grpc_port),
+             "--workers", str(WORKERS)],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        wait_until_ready(http_port, process, timeout=60)
+        workers = children(process.pid)
+        os.killpg(process.pid, signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    log = (tmp_path / "serve.log").read_text()
+    assert not any(running(pid) for pid in workers)
+    assert "starting a new one" not in log, log
+    assert "Traceback" not in log, log
+
+
 def test_workers_exit_when_the_parent_is_killed(serve, burner_dir):
     server = serve(burner_dir, extra_args=("--workers", str(WORKERS)))
     workers = children(server.process.pid)
@@ -371,6 +395,10 @@ def test_a_model_the_scheduler_loads_is_served_by_every_worker(scheduled):
     # The scheduler knows one server replica: the parent, whose agent reports for all workers.
     replicas = httpx.get(f"{scheduled.scheduler_url}/v1/servers/mlserver").json()["replicas"]
     assert [(r["pid"], r["loadedModels"]) for r in replicas] == [(server.process.pid, ["burner_1"])]
+    # Each worker holds a copy of every model: the scheduler is offered one worker's share of
+    # the machine (plus the default 10 % overcommit).
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert replicas[0]["memory"] == physical // WORKERS * 110 // 100
 
     # The scheduler calls it available only once every worker holds it.
     burner = server.url + "/v2/models/burner_1/infer"

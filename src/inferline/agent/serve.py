@@ -65,7 +65,9 @@ async def serve_node(config: NodeConfig) -> None:
         http=f"{host}:{server.http_port}",
         grpc=f"{host}:{server.grpc_port}",
         capabilities=config.capabilities,
-        memory=config.memory or physical_memory(),
+        # Every worker holds its own copy of each model, so the scheduler, which counts each
+        # model once per server, is offered a worker's share.
+        memory=(config.memory or physical_memory()) // config.server.workers,
         overcommit_percentage=config.overcommit_percentage,
     )
     # No model folders of its own: what this server holds is the scheduler's business.

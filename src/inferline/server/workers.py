@@ -542,9 +542,10 @@ async def run_worker(control_fd: int, index: int) -> None:
     from inferline.server.serve import ModelServer
 
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    # Ctrl-C reaches every process of the terminal's group; the parent answers it by stopping
+    # the workers, so a worker must not stop (and be replaced) on its own before that.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     dataplane = WorkerDataPlane()
     channel = dataplane.parent = Channel(socket.socket(fileno=control_fd), dataplane.parent_calls())
     await channel.open()
