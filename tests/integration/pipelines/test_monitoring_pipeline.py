@@ -1,7 +1,7 @@
 """Seldon Core 2's CIFAR-10 monitoring pipeline (`examples/pipelines/cifar10-monitoring.yaml`)
 on a real `inferline up`, driven as the README tells a user to: loaded with `inferline load -f`,
-called image by image through the router, the drift branch read back with
-`inferline pipeline inspect`, and the drift metric scraped from the server's `/metrics`.
+called image by image through the router (and with tritonclient over gRPC), the drift branch read
+back with `inferline pipeline inspect`, and the drift metric scraped from the server's `/metrics`.
 
 The classifier answers every image with its class probabilities and the outlier detector's flag;
 the drift detector sits on an asynchronous branch batched by 20 images, so it answers once per
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tritonclient.grpc as triton_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from inferline.examples import cifar10
@@ -140,3 +141,18 @@ def test_a_corrupted_image_is_an_outlier(up, shifted):
     ((key, outputs),) = send(up, cifar10.corrupted(pixels))
     assert outputs["is_outlier"]["data"] == [1], key
     assert outputs["fc10"]["shape"] == [1, 10], "the classifier still answers"
+
+
+def test_tritonclient_over_grpc_gets_a_row_per_image(up, shifted):
+    # Several images in one call, as a Triton client sends them: one answer row per image.
+    pixels, labels = cifar10.images(3, seed=104)
+    pixels = np.concatenate([pixels, cifar10.corrupted(pixels[:1])])
+    client = triton_grpc.InferenceServerClient(up.grpc_address)
+    with client:
+        images = triton_grpc.InferInput("input_1", list(pixels.shape), "FP32")
+        images.set_data_from_numpy(pixels)
+        result = client.infer(PIPELINE, [images], headers={"seldon-model": f"{PIPELINE}.pipeline"})
+    probabilities = result.as_numpy("fc10")
+    assert probabilities.shape == (4, 10)
+    assert probabilities[:3].argmax(axis=1).tolist() == labels.tolist()
+    assert result.as_numpy("is_outlier").ravel().tolist() == [0, 0, 0, 1]
