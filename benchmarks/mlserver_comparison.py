@@ -320,13 +320,14 @@ class Load:
 
     def run(self, server: Server, protocol: str, concurrency: int) -> Measurement:
         before = server.cpu_seconds()
-        began = time.perf_counter()
         if protocol == "rest" and self.args.wrk:
             result = self.wrk(server, concurrency)
         else:
             result = self.inferline_bench(server, protocol, concurrency)
-        # The warm-up is in the window too: both servers get the same one.
-        result.server_cores = (server.cpu_seconds() - before) / (time.perf_counter() - began)
+        # Over the loaded time (warm-up included), not the wall time: the client's own start-up
+        # (a second or two for Python) leaves the server idle.
+        loaded = self.args.warmup + self.args.duration
+        result.server_cores = (server.cpu_seconds() - before) / loaded
         return result
 
     def wrk(self, server: Server, concurrency: int) -> Measurement:
