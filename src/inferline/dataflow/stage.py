@@ -39,12 +39,12 @@ REVISIT_KEYS = 10_000
 
 @dataclass(slots=True)
 class _Data:
-    """A source's message after decoding and tensor filtering; on a pass-through stage, only
-    parsed (`parsed`, with `message` None)."""
+    """A source's message after decoding and tensor filtering; on a relaying stage, instead,
+    the value it writes on (`relayed`, with `message` None)."""
 
     message: messages.TensorMessage | None
     headers: tuple[tuple[str, bytes], ...]
-    parsed: object = None
+    relayed: bytes | None = None
 
 
 class StageRunner:
@@ -74,16 +74,9 @@ class StageRunner:
         self.batcher = (
             Batcher(stage.batch_size, stage.batch_window_ms) if stage.batch_size else None
         )
-        # One input, read whole, nothing to join, rename or batch: messages go on with their
-        # tensors as they are, only parsed and named for the sink (see `messages.readdress`).
-        self._pass_through = (
-            len(stage.inputs) == 1
-            and stage.inputs[0].tensors is None
-            and stage.inputs[0].payload == stage.sink_payload
-            and not stage.triggers
-            and not stage.tensor_map
-            and self.batcher is None
-        )
+        # One input, nothing to join or batch: each message is written on as built from its
+        # protobuf, tensors never converted (see `messages.relay`).
+        self._relays = len(stage.inputs) == 1 and not stage.triggers and self.batcher is None
         self._visits: OrderedDict[bytes, int] = OrderedDict()
         self._pending_errors: list[tuple[bytes, str, list]] = []
         self.ready = asyncio.Event()
@@ -171,10 +164,17 @@ class StageRunner:
         ]
 
     def _decode(self, message: Message, source: Source) -> _Data | None:
-        pass_through = self._pass_through and message.header(BATCH_HEADER) is None
         try:
-            if pass_through:
-                return _Data(None, message.headers, messages.parse(message.value, source.payload))
+            if self._relays and message.header(BATCH_HEADER) is None:
+                stage = self.stage
+                value = messages.relay(
+                    messages.parse(message.value, source.payload),
+                    source,
+                    stage.tensor_map,
+                    stage.sink_payload,
+                    stage.sink_model,
+                )
+                return None if value is None else _Data(None, message.headers, value)
             decoded = messages.decode(message.value, source.payload)
         except Exception as exc:  # a bad message must not stop the stage
             log.warning(
@@ -193,11 +193,10 @@ class StageRunner:
     async def _emit(self, emission: Emission) -> None:
         stage = self.stage
         first: _Data = emission.parts[0].payload
-        if first.parsed is not None:
+        if first.relayed is not None:
             headers = self._headers([first.headers])
             if stage.max_revisits is None or not self._revisited(emission.key, headers):
-                value = messages.readdress(first.parsed, stage.sink_model)
-                await self._produce(stage.sink_topic, emission.key, value, headers)
+                await self._produce(stage.sink_topic, emission.key, first.relayed, headers)
             return
         tensors = []
         for part in emission.parts:
