@@ -119,7 +119,12 @@ class KafkaTarget:
 
     def _read(self) -> None:
         while not self._stop.is_set():
-            messages = self.consumer.consume(num_messages=500, timeout=0.1)
+            # consume() waits for its whole batch or its timeout: poll for the first message,
+            # then take whatever else is already fetched.
+            first = self.consumer.poll(0.1)
+            if first is None:
+                continue
+            messages = [first, *self.consumer.consume(num_messages=499, timeout=0)]
             answers = [
                 (m.key(), m.topic(), m.headers() or [], m.value())
                 for m in messages
