@@ -10,6 +10,7 @@ for 20 brighter ones.
 """
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -156,3 +157,17 @@ def test_tritonclient_over_grpc_gets_a_row_per_image(up, shifted):
     assert probabilities.shape == (4, 10)
     assert probabilities[:3].argmax(axis=1).tolist() == labels.tolist()
     assert result.as_numpy("is_outlier").ravel().tolist() == [0, 0, 0, 1]
+
+
+def test_a_wrong_shaped_image_is_a_400_naming_the_problem(up, shifted):
+    flat = {"name": "input_1", "datatype": "FP32", "shape": [1, 10], "data": [0.5] * 10}
+    answer = up.infer(PIPELINE, {"inputs": [flat]})
+    assert answer.status_code == 400, answer.text
+    # The first step to refuse it answers: the classifier (by its declared input shape) or the
+    # outlier detector (by its width); either way the caller reads what was wrong.
+    error = answer.json()["error"]
+    assert re.search(
+        r"^cifar10 : .*expects \[-1, 32, 32, 3\]"
+        r"|^cifar10-outlier : .*has 10 features but the detector has 3072",
+        error,
+    ), error
