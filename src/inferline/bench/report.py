@@ -52,7 +52,11 @@ def _ms(value: float) -> str:
     return "-" if math.isnan(value) else f"{value:.2f}"
 
 
-def print_result(console: Console, title: str, result: BenchResult) -> None:
+def print_result(
+    console: Console, title: str, result: BenchResult, with_platform: bool = False
+) -> None:
+    """`with_platform`: the load ran inside the platform's process (--embedded), so its CPU
+    share is the platform's too and says nothing about the client alone."""
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column("what", style="bold")
     table.add_column("value", justify="right")
@@ -69,7 +73,7 @@ def print_result(console: Console, title: str, result: BenchResult) -> None:
     if result.dropped:
         table.add_row("dropped arrivals", f"{result.dropped}")
     cpu = ", ".join(f"{share * 100:.0f}%" for share in result.process_cpu)
-    table.add_row("client CPU per process", cpu)
+    table.add_row("CPU of the platform + load" if with_platform else "client CPU per process", cpu)
     console.print(table)
     if result.interrupted:
         console.print("[yellow]stopped early (Ctrl-C):[/yellow] the numbers cover the time run")
@@ -80,7 +84,7 @@ def print_result(console: Console, title: str, result: BenchResult) -> None:
             f"[yellow]warning:[/yellow] {result.dropped} arrivals were dropped: too many "
             "requests were unanswered (raise --max-in-flight, or the server is behind)"
         )
-    if result.client_cpu_saturated:
+    if result.client_cpu_saturated and not with_platform:
         busy = [i for i, share in enumerate(result.process_cpu) if share >= SATURATED_CPU]
         console.print(
             f"[yellow]warning:[/yellow] load process(es) {', '.join(map(str, busy))} used "

@@ -238,7 +238,9 @@ def _bench(options: dict, pipeline: bool) -> None:
                 result = run(spec, plan, options["processes"], on_progress=live.update)
     except BenchError as exc:
         _fail(str(exc))
-    print_result(output.console, f"{what} ({spec.kind})", result)
+    print_result(
+        output.console, f"{what} ({spec.kind})", result, with_platform=spec.kind == "embedded"
+    )
     if options["json_path"] is not None:
         doc = {
             "target": {"kind": spec.kind, "name": spec.name, "address": spec.address},
