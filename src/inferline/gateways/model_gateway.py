@@ -179,6 +179,10 @@ class ModelGateway:
                 task.cancel()
             with contextlib.suppress(Exception):
                 await asyncio.gather(*tasks, return_exceptions=True)
+            # Offsets are otherwise committed on the next poll: record what was answered, so a
+            # restart does not call the model for it again.
+            with contextlib.suppress(Exception):
+                await self._commit(consumer)
             await consumer.close()
 
     def _finished(self, task, message: Message, workers, tasks) -> None:

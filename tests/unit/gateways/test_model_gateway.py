@@ -244,6 +244,19 @@ async def test_offsets_are_committed_in_order_so_a_restart_redoes_unfinished_req
     await consumer.close()
 
 
+async def test_a_gateway_stopped_right_after_answering_does_not_answer_again(bus, gateways):
+    async def caller(model, request, metadata):
+        return b"answer-" + request, []
+
+    gateway, task = await gateways.start(caller)
+    await bus.produce(INPUTS, b"0", key=b"0.p.0", headers=request_headers("0"))
+    await read(bus, OUTPUTS, 1)
+    await gateways.stop(task)  # at once: before its next poll would have committed
+
+    committed = await bus.committed(gateway.group, [INPUTS])
+    assert list(committed.values()) == [1], "a restart resumes after the answered request"
+
+
 async def test_a_restarted_gateway_answers_what_the_stopped_one_left(bus, gateways):
     stuck = asyncio.Event()
 
