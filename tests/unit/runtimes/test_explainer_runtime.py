@@ -200,6 +200,16 @@ async def test_bad_settings(tmp_path, iris, extra, message):
         await loaded(tmp_path, background, FakeRouter(model), **extra)
 
 
+async def test_seldon_string_parameters_and_keys_for_others(tmp_path, iris, caplog):
+    model, _, background = iris
+    runtime = await loaded(
+        tmp_path, background, FakeRouter(model),
+        explainer_type="feature_importance", timeout="5", query="a > 1",
+    )  # fmt: skip
+    assert runtime.remote.client.timeout.read == 5
+    assert "ignoring parameters.extra key 'query'" in caplog.text
+
+
 async def test_kernel_shap_without_shap_names_the_extra(tmp_path, iris, monkeypatch):
     model, _, background = iris
     monkeypatch.setitem(sys.modules, "shap", None)
