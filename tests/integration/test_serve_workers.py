@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -437,3 +438,18 @@ def test_a_model_the_scheduler_loads_is_served_by_every_worker(scheduled):
         return True
 
     wait_for(unloaded_everywhere, 60, "every worker to unload the model")
+
+
+def test_a_taken_port_is_one_clear_error(burner_dir):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "inferline", "serve", str(burner_dir), "--host", "127.0.0.1",
+             "--http-port", str(port), "--grpc-port", "0", "--workers", str(WORKERS)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr, result.stderr
+    assert f"cannot listen for HTTP on 127.0.0.1:{port}: Address already in use" in result.stderr

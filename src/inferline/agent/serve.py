@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from inferline.agent.agent import Agent, AgentIdentity
 from inferline.runtimes.registry import installed_runtime_tags
 from inferline.server.serve import ModelServer, ServerConfig, stop_on_signal
-from inferline.server.workers import WorkerPool
+from inferline.server.workers import WorkerPool, start_or_exit
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +52,11 @@ async def serve_node(config: NodeConfig) -> None:
     if config.server.workers > 1:
         # The agent stays in this process; the pool applies what it loads to every worker.
         server = held = WorkerPool(config.server)
+        await start_or_exit(server)
     else:
         server = ModelServer(config.server)
         held = server.dataplane
-    await server.start()
+        await server.start()
     host = config.advertise_host or config.server.host
     if host in ("0.0.0.0", "::"):
         host = "127.0.0.1"

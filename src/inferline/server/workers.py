@@ -60,6 +60,10 @@ class WorkerGone(Exception):
     """The process at the other end of a control channel went away."""
 
 
+class WorkersFailed(Exception):
+    """The workers could not be started: a port is taken, or a worker exited at once."""
+
+
 class ForwardedError(InferlineError):
     """An `InferlineError` raised in another process, with its status and message."""
 
@@ -219,7 +223,7 @@ class WorkerPool:
         serving.cancel()
         if not self._all_serving.is_set():
             await self.stop()
-            raise RuntimeError(self._start_failure.result())
+            raise WorkersFailed(self._start_failure.result())
 
     async def load_repository(self) -> None:
         """Load every model in the repository into every worker; then the server is ready."""
@@ -426,7 +430,7 @@ class WorkerPool:
             try:
                 probe.bind((self.config.host, port))
             except OSError as exc:
-                raise OSError(
+                raise WorkersFailed(
                     f"cannot listen for {what} on {self.config.host}:{port}: {exc.strerror}"
                 ) from None
             port = probe.getsockname()[1]
@@ -455,7 +459,7 @@ async def serve_workers(config) -> None:
 
     stop = stop_on_signal()
     pool = WorkerPool(config)
-    await pool.start()
+    await start_or_exit(pool)
     await pool.load_repository()
     log.warning(
         "inferline serving %d model(s) with %d workers (pids %s): HTTP on %s:%d, gRPC on %s:%d",
@@ -469,6 +473,15 @@ async def serve_workers(config) -> None:
     )
     await stop.wait()
     await pool.stop()
+
+
+async def start_or_exit(pool: WorkerPool) -> None:
+    """Start the pool; a failure is one line in the log and exit code 1, not a traceback."""
+    try:
+        await pool.start()
+    except WorkersFailed as exc:
+        log.error("cannot start the server: %s", exc)
+        raise SystemExit(1) from None
 
 
 # --- a worker -----------------------------------------------------------------------------------
