@@ -40,6 +40,8 @@ _INT64_MAX = 2**63 - 1
 
 
 def parameters_from_proto(parameters) -> Parameters:
+    if not parameters:  # the usual case: skips building an iterator over an empty map
+        return {}
     return {
         key: getattr(p, p.WhichOneof("parameter_choice"))
         for key, p in parameters.items()
@@ -65,10 +67,10 @@ def parameters_to_proto(parameters: Parameters, target) -> None:
             slot.string_param = str(value)
 
 
-def _shape(shape, where: str) -> list[int]:
+def _shape(shape, what: str, name: str) -> list[int]:
     shape = list(shape)
-    if any(d < 0 for d in shape):
-        raise BadRequest(f"{where} has a negative dimension in shape {shape}")
+    if shape and min(shape) < 0:
+        raise BadRequest(f"{what[:-1]} '{name}' has a negative dimension in shape {shape}")
     return shape
 
 
@@ -102,21 +104,16 @@ def _tensors_from_proto(messages, raw_contents, what: str) -> list[Tensor]:
         )
     tensors = []
     for index, message in enumerate(messages):
-        where = f"{what[:-1]} '{message.name}'"
-        shape = _shape(message.shape, where)
+        name, datatype = message.name, message.datatype
+        shape = _shape(message.shape, what, name)
         if raw_contents:
-            numpy_dtype(message.datatype)
-            data = raw.tensor_from_bytes(raw_contents[index], message.datatype, shape, message.name)
+            # tensor_from_bytes raises for an unknown datatype too
+            data = raw.tensor_from_bytes(raw_contents[index], datatype, shape, name)
         else:
-            data = _array_from_contents(message.contents, message.datatype, shape, where)
+            where = f"{what[:-1]} '{name}'"
+            data = _array_from_contents(message.contents, datatype, shape, where)
         tensors.append(
-            Tensor(
-                message.name,
-                message.datatype,
-                shape,
-                data,
-                parameters_from_proto(message.parameters),
-            )
+            Tensor(name, datatype, shape, data, parameters_from_proto(message.parameters))
         )
     return tensors
 

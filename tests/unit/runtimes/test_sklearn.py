@@ -84,3 +84,36 @@ async def test_load_errors(tmp_path):
     joblib.dump({"not": "a model"}, tmp_path / "model.joblib")
     with pytest.raises(ModelLoadError, match="holds a dict, not an estimator"):
         await SKLearnRuntime(ModelSettings("m", folder=tmp_path)).load()
+
+
+async def test_nan_or_infinity_is_a_bad_request_naming_the_input(tmp_path, estimator):
+    model, rows = estimator
+    runtime = await loaded(tmp_path, "model.joblib", model)
+    for bad in (np.nan, np.inf, -np.inf):
+        columns = [Tensor.from_numpy(f"f{i}", rows[:, i].copy()) for i in range(4)]
+        columns[2].data[1] = bad
+        with pytest.raises(BadRequest, match="rejected input 'f2', which holds NaN or infinity"):
+            await runtime.predict(InferenceRequest(inputs=columns))
+    # The same model still answers finite rows (the checks are per request).
+    response = await runtime.predict(InferenceRequest(inputs=[Tensor.from_numpy("x", rows)]))
+    assert response.output("predict").data.ravel().tolist() == model.predict(rows).tolist()
+
+
+@pytest.mark.parametrize("kind", ["imputer pipeline", "hist gradient boosting"])
+async def test_models_that_take_nan_still_get_it(tmp_path, estimator, kind):
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+
+    _, rows = estimator
+    features, labels = load_iris(return_X_y=True)
+    if kind == "imputer pipeline":
+        model = make_pipeline(SimpleImputer(), LogisticRegression(max_iter=1000))
+    else:
+        model = HistGradientBoostingClassifier(max_iter=20)
+    model.fit(features, labels)
+    runtime = await loaded(tmp_path, "model.joblib", model)
+    holes = rows.copy()
+    holes[0, 1] = np.nan
+    response = await runtime.predict(InferenceRequest(inputs=[Tensor.from_numpy("x", holes)]))
+    assert response.output("predict").data.ravel().tolist() == model.predict(holes).tolist()

@@ -62,6 +62,11 @@ async def test_infer(stub):
             "3 features",
         ),
         (
+            iris_request(rows=np.array([[5.1, np.inf, 1.4, 0.2]], np.float32)),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "rejected input 'x', which holds NaN or infinity: Input X contains infinity",
+        ),
+        (
             iris_request(rows=np.zeros((1000, 40), np.float32)),
             grpc.StatusCode.RESOURCE_EXHAUSTED,
             "larger than max",

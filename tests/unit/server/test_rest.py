@@ -101,6 +101,13 @@ async def test_infer_binary_request_and_response(client):
             400,
             "3 features",
         ),
+        (
+            # JSON null is NaN in a float tensor; LogisticRegression cannot take it.
+            "/v2/models/iris/infer",
+            orjson.dumps({"inputs": [{**IRIS["inputs"][0], "data": [[5.1, None, 1.4, 0.2]]}]}),
+            400,
+            "rejected input 'x', which holds NaN or infinity: Input X contains NaN",
+        ),
         ("/v2/nowhere", b"", 404, "no route"),
     ],
 )
