@@ -187,6 +187,7 @@ def make_target(
             body=grpc_body(request, called),
             headers=headers,
             timeout=timeout,
+            channels=options.get("channels") or 1,
         )
     # The file goes as written (what the user wants sent); a made-up request as JSON.
     body = file_bytes if file_bytes is not None else rest_body(request)

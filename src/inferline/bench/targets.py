@@ -10,6 +10,7 @@ there, on its own event loop.
 """
 
 import asyncio
+import itertools
 from dataclasses import dataclass, field
 
 import orjson
@@ -36,6 +37,7 @@ class TargetSpec:
     path: str = ""  # REST request target
     headers: tuple[tuple[str, str], ...] = ()
     timeout: float = 60.0
+    channels: int = 1  # gRPC: channels (HTTP/2 connections) per load process
     # Kafka only: topics, the resource named in message keys, and client properties.
     input_topic: str = ""
     output_topic: str = ""
@@ -94,13 +96,14 @@ class RestTarget:
 
 class GrpcTarget:
     """Calls ModelInfer with the serialized request: no protobuf work per call, as the answer
-    is not parsed either (only its status matters)."""
+    is not parsed either (only its status matters). Calls take the channels in turn: a server
+    with several worker processes gives each connection to one worker, so one channel would
+    load only one of them."""
 
     def __init__(self, spec: TargetSpec):
         self.spec = spec
         self.metadata = tuple((k.lower(), v) for k, v in spec.headers)
-        self.channel = None
-        self.infer = None
+        self.channels = []
 
     async def open(self) -> None:
         import grpc
@@ -109,20 +112,27 @@ class GrpcTarget:
             ("grpc.max_send_message_length", MAX_GRPC_MESSAGE),
             ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE),
         ]
-        self.channel = grpc.aio.insecure_channel(self.spec.address, options=options)
-        self.infer = self.channel.unary_unary(GRPC_INFER)
+        # Channels share connections through gRPC's global subchannel pool unless told not to.
+        options.append(("grpc.use_local_subchannel_pool", 1))
+        self.channels = [
+            grpc.aio.insecure_channel(self.spec.address, options=options)
+            for _ in range(max(self.spec.channels, 1))
+        ]
+        self.calls = itertools.cycle([c.unary_unary(GRPC_INFER) for c in self.channels])
         self._error = grpc.aio.AioRpcError
 
     async def call(self) -> Outcome:
         try:
-            await self.infer(self.spec.body, metadata=self.metadata, timeout=self.spec.timeout)
+            await next(self.calls)(
+                self.spec.body, metadata=self.metadata, timeout=self.spec.timeout
+            )
         except self._error as exc:
             return exc.code().name, exc.details() or ""
         return None
 
     async def close(self) -> None:
-        if self.channel is not None:
-            await self.channel.close()
+        for channel in self.channels:
+            await channel.close()
 
 
 def build_target(spec: TargetSpec, connections: int):

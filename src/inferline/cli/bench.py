@@ -107,6 +107,15 @@ MaxInFlight = Annotated[
         min=1,
     ),
 ]
+Channels = Annotated[
+    int,
+    typer.Option(
+        "--channels",
+        help="gRPC channels (connections) per load process, used in turn; a server with "
+        "several workers gives each connection to one of them.",
+        min=1,
+    ),
+]
 Timeout = Annotated[float, typer.Option("--timeout", help="Seconds per request.")]
 Header = Annotated[
     list[str] | None,
@@ -136,6 +145,7 @@ def model(
     batch_size: BatchSize = 1,
     processes: Processes = 1,
     max_in_flight: MaxInFlight = 1000,
+    channels: Channels = 1,
     timeout: Timeout = 60.0,
     header: Header = None,
     json_path: JsonOut = None,
@@ -165,6 +175,7 @@ def pipeline(
     batch_size: BatchSize = 1,
     processes: Processes = 1,
     max_in_flight: MaxInFlight = 1000,
+    channels: Channels = 1,
     timeout: Timeout = 60.0,
     header: Header = None,
     json_path: JsonOut = None,

@@ -185,3 +185,47 @@ def test_ctrl_c_stops_the_run_and_reports_what_was_measured(server, request_file
     assert result["requests"] > 0 and result["errors"] == 0
     assert result["duration_s"] < 60
     assert "stopped early" in stdout
+
+
+PID_RECORDER = """
+    import os
+    from pathlib import Path
+
+    from inferline.protocol.types import InferenceResponse
+    from inferline.runtimes import Runtime
+
+
+    class PidRecorder(Runtime):
+        async def predict(self, request):
+            with open(Path(__file__).parent / "pids", "a") as pids:
+                pids.write(f"{os.getpid()}\\n")
+            return InferenceResponse(model_name=self.name, outputs=list(request.inputs))
+"""
+
+
+def test_grpc_channels_spread_the_load_over_a_servers_workers(
+    serve, write_custom_model, request_file, tmp_path_factory, tmp_path
+):
+    folder = write_custom_model(
+        tmp_path_factory.mktemp("pids") / "pids",
+        {"name": "pids", "implementation": "model.PidRecorder"},
+        PID_RECORDER,
+    )
+    workers = serve(folder, extra_args=("--workers", "2"))
+    pids = folder / "pids"
+
+    def served_by(channels: int) -> set[str]:
+        pids.unlink(missing_ok=True)
+        run, result = bench(
+            tmp_path, "model", "pids", "--grpc", workers.grpc_address, "--channels",
+            str(channels), "--concurrency", "16", "--iterations", "400",
+            "--data", str(request_file),
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr
+        assert result["requests"] == 400
+        return set(pids.read_text().split())
+
+    # One channel is one connection, which the kernel gives to one worker. Sixteen land on
+    # the same worker with probability 2 / 2**16.
+    assert len(served_by(1)) == 1
+    assert len(served_by(16)) == 2
