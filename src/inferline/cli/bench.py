@@ -226,6 +226,9 @@ def _bench(options: dict, pipeline: bool) -> None:
     except (SetupError, PayloadError) as exc:
         _fail(str(exc))
     what = f"{'pipeline' if pipeline else 'model'} {options['name']}"
+    if not plan.open_loop and plan.concurrency < options["processes"]:
+        # A load process with no user would only add a process start: one user each is enough.
+        options = {**options, "processes": plan.concurrency}
     if plan.open_loop:
         shape = f"open loop, {len(plan.stages)} stage(s) from {plan.start_rate:g} req/s"
         if options["rate"] is not None:
