@@ -31,6 +31,14 @@ class PipelineApi:
         except InferlineError:
             raise ModelNotFound(f"{pipeline}{PIPELINE_SUFFIX}") from None
 
+    def _check_exists(self, pipeline: str) -> None:
+        """What an inference call needs to know before it is sent: without building the whole
+        status document (`_status`) on every call."""
+        try:
+            self.scheduler.get("Pipeline", pipeline)
+        except InferlineError:
+            raise ModelNotFound(f"{pipeline}{PIPELINE_SUFFIX}") from None
+
     def ready(self, pipeline: str) -> bool:
         status = self._status(pipeline)
         return status["state"] == "PipelineReady" and status["modelsReady"]
@@ -55,7 +63,7 @@ class PipelineApi:
             return 200 if ready else 503, [(b"content-type", _JSON)], orjson.dumps(doc)
         if call.operation == "metadata":
             return 200, [(b"content-type", _JSON)], orjson.dumps(self.metadata(pipeline))
-        self._status(pipeline)
+        self._check_exists(pipeline)
         length = _header(call.scope, b"inference-header-content-length")
         request = json_encoding.decode_request(body, int(length) if length else None)
         message = protobuf.request_to_proto(request, pipeline).SerializeToString()
@@ -88,7 +96,7 @@ class PipelineApi:
                 name=meta["name"], versions=meta["versions"], platform=meta["platform"]
             )
             return response.SerializeToString(), []
-        self._status(pipeline)
+        self._check_exists(pipeline)
         metadata = context.invocation_metadata() or ()
         request_id = next((v for k, v in metadata if k == "x-request-id"), None)
         headers = [(k, v) for k, v in metadata if k.startswith("x-") and isinstance(v, str)]
