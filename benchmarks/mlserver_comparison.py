@@ -696,7 +696,7 @@ def main() -> None:
                             )
                 if phase == "batching":
                     notes["inferline_mean_batch_size"] = mean_batch_size(servers[0])
-            except RuntimeError as exc:
+            except (RuntimeError, OSError) as exc:  # a server that never came up or answered
                 fail(str(exc))
             finally:
                 for server in servers:
