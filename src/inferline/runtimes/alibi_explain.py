@@ -30,6 +30,7 @@ Explanations of one model run one at a time, in a worker thread.
 """
 
 import asyncio
+import logging
 import threading
 from typing import Any
 
@@ -38,7 +39,7 @@ from inferline.protocol.errors import BadRequest, InferlineError, ModelLoadError
 from inferline.protocol.types import InferenceRequest, InferenceResponse, ModelMetadata
 from inferline.runtimes.base import Runtime
 from inferline.runtimes.common import declared, require
-from inferline.runtimes.explainer import RemoteModel
+from inferline.runtimes.explainer import RemoteInferenceError, RemoteModel
 from inferline.runtimes.extra_keys import read_extra
 
 # Seldon's explainer type -> alibi's class, for the explainers that only call the model.
@@ -50,6 +51,8 @@ BLACK_BOX = {
 }
 WHITE_BOX = ("integrated_gradients", "tree_shap", "tree_partial_dependence")
 BATCH_BY_DEFAULT = {"kernel_shap"}
+log = logging.getLogger(__name__)
+
 _EXTRA_KEYS = {
     "explainer_type",
     "infer_uri",
@@ -101,12 +104,23 @@ class AlibiExplainRuntime(Runtime):
             timeout,
             extra.get("ssl_verify_path") or True,
         )
+        self.init_parameters = extra.get("init_parameters") or {}
+        self._explaining = threading.Lock()
         # In a thread: importing alibi takes seconds (it brings spaCy and transformers), and
         # loading may read a spaCy pipeline.
-        self.explainer = await asyncio.to_thread(self._make, extra.get("init_parameters") or {})
-        self._explaining = threading.Lock()
+        try:
+            self.explainer = await asyncio.to_thread(self._make)
+        except RemoteInferenceError as exc:
+            # Some explainers (AnchorText) call the model while being made, and the model may
+            # not be up yet (loaded after its explainer, or elsewhere): made on first use.
+            log.warning("model %s: explainer made on the first request: %s", self.name, exc)
 
-    def _make(self, init_parameters: dict[str, Any]) -> Any:
+    def _made(self) -> Any:
+        if self.explainer is None:
+            self.explainer = self._make()
+        return self.explainer
+
+    def _make(self) -> Any:
         why = f"explainer_type '{self.explainer_type}'"
         saving = require("alibi.saving", "alibi-explain", self.name, why)
         class_name = BLACK_BOX[self.explainer_type]
@@ -115,6 +129,7 @@ class AlibiExplainRuntime(Runtime):
             try:
                 explainer = saving.load_explainer(path, predictor=self.remote)
             except Exception as exc:  # a foreign or broken folder fails in many ways
+                _raise_remote_failure(exc)
                 raise self._error(
                     f"cannot load the alibi explainer saved in {path}: {type(exc).__name__}: {exc}"
                 ) from None
@@ -124,17 +139,18 @@ class AlibiExplainRuntime(Runtime):
                     f"'{self.explainer_type}' is {class_name}"
                 )
             return explainer
-        if not init_parameters:
+        if not self.init_parameters:
             raise self._error(
                 f"no saved explainer (meta.dill, from alibi's explainer.save()) in {path} and no "
                 "'extra.init_parameters' to make one with"
             )
         explainers = require("alibi.explainers", "alibi-explain", self.name, why)
         try:
-            return getattr(explainers, class_name)(predictor=self.remote, **init_parameters)
+            return getattr(explainers, class_name)(predictor=self.remote, **self.init_parameters)
         except InferlineError:
             raise
         except Exception as exc:
+            _raise_remote_failure(exc)
             raise self._error(
                 f"cannot make {class_name} from 'extra.init_parameters': {type(exc).__name__}: "
                 f"{exc}"
@@ -178,16 +194,14 @@ class AlibiExplainRuntime(Runtime):
         # alibi's explainers keep per-call state (samplers, caches) on themselves.
         with self._explaining:
             try:
-                return self.explainer.explain(instances, **parameters).to_json()
+                return self._made().explain(instances, **parameters).to_json()
             except InferlineError:
                 raise
             except TypeError as exc:
+                _raise_remote_failure(exc)
                 raise BadRequest(f"model '{self.name}': bad explain_parameters: {exc}") from None
             except Exception as exc:
-                # alibi wraps a failing predictor; the explained model's own error is the news.
-                cause = exc.__cause__ or exc.__context__
-                if isinstance(cause, InferlineError):
-                    raise cause from None
+                _raise_remote_failure(exc)
                 raise
 
     async def unload(self) -> None:
@@ -199,3 +213,13 @@ class AlibiExplainRuntime(Runtime):
         if not metadata.outputs:
             metadata.outputs = declared(("explanation", "BYTES", [1]))
         return metadata
+
+
+def _raise_remote_failure(exc: BaseException) -> None:
+    """alibi wraps a failing predictor in its own errors; the explained model's failure (a
+    502 naming the model's answer) is what the caller needs to see."""
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, RemoteInferenceError):
+            raise seen from None
+        seen = seen.__cause__ or seen.__context__

@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -90,49 +90,69 @@ def alibi_artifacts(alibi_python, tmp_path_factory) -> Path:
 
 
 class AlibiServe:
-    """`inferline serve` started with the Alibi virtualenv's python."""
+    """`inferline serve` with the Alibi virtualenv's python; the ports are chosen first, so
+    model settings can name them before `start`."""
 
     def __init__(self, python: Path, models: Path, log_path: Path):
+        self.python, self.models, self.log_path = python, models, log_path
         self.http_port, self.grpc_port = free_port(), free_port()
-        self.log_path = log_path
-        self.log_file = log_path.open("wb")
-        command = [str(python), "-m", "inferline", "serve", str(models), "--host", "127.0.0.1"]
-        command += ["--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port)]
-        self.process = subprocess.Popen(
-            command,
-            stdout=self.log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            start_new_session=True,
-        )
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "AlibiServe":
+        command = [str(self.python), "-m", "inferline", "serve", str(self.models)]
+        command += ["--host", "127.0.0.1", "--http-port", str(self.http_port)]
+        command += ["--grpc-port", str(self.grpc_port)]
+        with self.log_path.open("ab") as log:  # the child keeps its own handle
+            self.process = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                start_new_session=True,
+            )
+        try:
+            # Importing alibi (transformers, spaCy, numba) takes a while on a loaded machine.
+            wait_until_ready(self.http_port, self.process, timeout=180)
+        except Exception as exc:
+            self.stop()
+            raise RuntimeError(f"inferline serve failed: {exc}\n{self.log()}") from exc
+        return self
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
+        if self.process is None:
+            return
         self.process.terminate()
         try:
             self.process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout=10)
-        self.log_file.close()
 
 
 @pytest.fixture(scope="module")
-def detect_server(alibi_python, alibi_artifacts, tmp_path_factory) -> Iterator[AlibiServe]:
+def alibi_serve(alibi_python) -> Iterator[Callable[[Path, Path], AlibiServe]]:
+    """`alibi_serve(models, log_path)`: a server not yet started; all are stopped with the
+    module."""
+    made: list[AlibiServe] = []
+
+    def make(models: Path, log_path: Path) -> AlibiServe:
+        made.append(AlibiServe(alibi_python, models, log_path))
+        return made[-1]
+
+    yield make
+    for server in made:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def detect_server(alibi_serve, alibi_artifacts, tmp_path_factory) -> AlibiServe:
     """One server, from the Alibi virtualenv, holding every detector folder."""
     log_path = tmp_path_factory.mktemp("alibi-serve") / "serve.log"
-    server = AlibiServe(alibi_python, alibi_artifacts / "detect", log_path)
-    try:
-        # Importing alibi-detect (transformers, numba, ...) takes a while on a loaded machine.
-        wait_until_ready(server.http_port, server.process, timeout=180)
-    except Exception as exc:
-        server.stop()
-        raise RuntimeError(f"inferline serve failed: {exc}\n{server.log()}") from exc
-    yield server
-    server.stop()
+    return alibi_serve(alibi_artifacts / "detect", log_path).start()
 
 
 @pytest.fixture(scope="session")

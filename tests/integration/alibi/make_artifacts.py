@@ -10,12 +10,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from alibi.explainers import AnchorTabular
+import spacy
+from alibi.explainers import AnchorTabular, AnchorText, KernelShap
 from alibi_detect.cd import ChiSquareDrift, KSDrift, TabularDrift
 from alibi_detect.od import IForest, Mahalanobis
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
+from inferline.examples import train_iris
 from inferline.runtimes.alibi_detect import save_detector
 
 FEATURES = 3
@@ -72,6 +74,24 @@ def main(out: Path) -> None:
     explainer = AnchorTabular(local.predict, feature_names=names, seed=1)
     explainer.fit(features, disc_perc=(25, 50, 75))
     explainer.save(out / "explain" / "iris-anchors")
+
+    # For a server of this virtualenv alone: its own iris model (pickled with this numpy), a
+    # KernelShap of its probabilities and an AnchorText of a one-word text classifier, each
+    # saved with alibi's `save`.
+    serve = out / "explain-serve"
+    train_iris(serve / "iris")
+    shap = KernelShap(local.predict_proba, link="logit", feature_names=names, seed=0)
+    shap.fit(features[::10])
+    shap.save(serve / "iris-shap")
+    anchors = AnchorText(
+        predictor=lambda texts: np.array([int("good" in t.split()) for t in texts]),
+        sampling_strategy="unknown",
+        # A blank English pipeline: tokens are all the "unknown" sampler needs, and it is
+        # made here (a trained spaCy model would be a download).
+        nlp=spacy.blank("en"),
+        seed=0,
+    )
+    anchors.save(serve / "review-anchors")
 
 
 if __name__ == "__main__":
