@@ -1,5 +1,6 @@
-"""A Model with an `explainer` block, as Seldon Core 2 runs one: placed on a server offering
-`alibi-explain`, it calls the model it explains through the router."""
+"""A Model with an `explainer` block, as Seldon Core 2 runs one: a kernel_shap explainer is
+placed on a server offering our `explainer` runtime (Alibi is not needed for that type), and it
+calls the model it explains through the router."""
 
 import json
 
