@@ -336,28 +336,34 @@ def _short(frame: str) -> str:
 _clock = time.thread_time
 
 
-def _best(fn, number: int, repeat: int = 15) -> float:
-    """Microseconds of CPU per call of `fn`, best of `repeat` runs of `number` calls."""
-    best = float("inf")
+def _measure(rows: list[tuple[str, object]], number: int, run, repeat: int = 15) -> None:
+    """Print microseconds of CPU per call of each row's function: the best of `repeat` runs of
+    `number` calls. The rows take turns run by run, so a busy spell of the machine hits them all
+    alike and the rows compare fairly with each other."""
+    best = {label: float("inf") for label, _ in rows}
     for _ in range(repeat):
-        start = _clock()
-        for _ in range(number):
-            fn()
-        best = min(best, _clock() - start)
-    return best / number * 1e6
+        for label, fn in rows:
+            start = _clock()
+            run(fn, number)
+            best[label] = min(best[label], _clock() - start)
+    for label, _ in rows:
+        print(f"  {label:44}{best[label] / number * 1e6:8.1f}")
 
 
-def _best_async(loop, coroutine_fn, number: int, repeat: int = 15) -> float:
-    async def many():
-        for _ in range(number):
-            await coroutine_fn()
+def _calls(fn, number: int) -> None:
+    for _ in range(number):
+        fn()
 
-    best = float("inf")
-    for _ in range(repeat):
-        start = _clock()
+
+def _awaits(loop):
+    def run(coroutine_fn, number: int) -> None:
+        async def many():
+            for _ in range(number):
+                await coroutine_fn()
+
         loop.run_until_complete(many())
-        best = min(best, _clock() - start)
-    return best / number * 1e6
+
+    return run
 
 
 def stages(number: int) -> None:
@@ -408,8 +414,7 @@ def stages(number: int) -> None:
             lambda: protobuf.response_to_proto(response, True).SerializeToString(),
         ),
     ]
-    for label, fn in rows:
-        print(f"  {label:44}{_best(fn, number):8.1f}")
+    _measure(rows, number, _calls)
     app, servicer = RestApp(dataplane), InferenceServicer(dataplane)
     scope = {
         "type": "http",
@@ -436,8 +441,7 @@ def stages(number: int) -> None:
         ("REST app: ASGI call without the server", lambda: app(scope, receive, send)),
         ("gRPC servicer: ModelInfer without grpc", lambda: servicer.ModelInfer(message, None)),
     ]  # fmt: skip
-    for label, fn in async_rows:
-        print(f"  {label:44}{_best_async(loop, fn, number):8.1f}")
+    _measure(async_rows, number, _awaits(loop))
 
     estimator = runtime.model
     x = np.asarray([ROW], dtype=np.float32)
@@ -457,8 +461,7 @@ def stages(number: int) -> None:
         ("np.isfinite(x).all()", lambda: np.isfinite(x).all()),
         ("the math alone (x @ coef.T + b, argmax)", math_alone),
     ]  # fmt: skip
-    for label, fn in sklearn_rows:
-        print(f"  {label:44}{_best(fn, number):8.1f}")
+    _measure(sklearn_rows, number, _calls)
     loop.close()
 
 
