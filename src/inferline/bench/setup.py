@@ -29,10 +29,9 @@ class SetupError(ValueError):
 
 def _seconds(text: str, flag: str) -> float:
     try:
-        value = parse_duration(text)
+        return parse_duration(text)
     except ValueError as exc:
         raise SetupError(f"{flag}: {exc}") from None
-    return value
 
 
 def make_plan(options: dict) -> LoadPlan:

@@ -182,7 +182,8 @@ def pipeline(
     topic_prefix: Prefix = "seldon",
     namespace: Namespace = "default",
 ) -> None:
-    """Load-test pipeline NAME through the router (synchronous), or through Kafka (--kafka)."""
+    """Load-test pipeline NAME through the router (synchronous), or through its topics
+    (--kafka, --embedded)."""
     _bench(locals(), pipeline=True)
 
 
