@@ -138,6 +138,8 @@ def make_target(
     timeout = options.get("timeout") or 60.0
     headers = tuple(_pairs(options.get("header"), "--header"))
     url_address = _address(options.get("url") or default_url)
+    if options.get("grpc_contents", "raw") not in ("raw", "typed"):
+        raise SetupError(f"--grpc-contents is raw or typed, not '{options['grpc_contents']}'")
     transports = [flag for flag in ("grpc", "kafka", "embedded") if options.get(flag)]
     if len(transports) > 1:
         raise SetupError(f"--{' and --'.join(transports)} are different transports: give one")
@@ -183,7 +185,7 @@ def make_target(
             kind="grpc",
             address=options["grpc"],
             name=called,
-            body=grpc_body(request, called),
+            body=grpc_body(request, called, typed=options.get("grpc_contents") == "typed"),
             headers=headers,
             timeout=timeout,
             channels=options.get("channels") or 1,

@@ -116,6 +116,14 @@ Channels = Annotated[
         min=1,
     ),
 ]
+GrpcContents = Annotated[
+    str,
+    typer.Option(
+        "--grpc-contents",
+        help="How gRPC requests carry tensors: 'raw' (raw_input_contents, as tritonclient) or "
+        "'typed' (each tensor's contents, as MLServer's clients).",
+    ),
+]
 Timeout = Annotated[float, typer.Option("--timeout", help="Seconds per request.")]
 Header = Annotated[
     list[str] | None,
@@ -146,6 +154,7 @@ def model(
     processes: Processes = 1,
     max_in_flight: MaxInFlight = 1000,
     channels: Channels = 1,
+    grpc_contents: GrpcContents = "raw",
     timeout: Timeout = 60.0,
     header: Header = None,
     json_path: JsonOut = None,
@@ -176,6 +185,7 @@ def pipeline(
     processes: Processes = 1,
     max_in_flight: MaxInFlight = 1000,
     channels: Channels = 1,
+    grpc_contents: GrpcContents = "raw",
     timeout: Timeout = 60.0,
     header: Header = None,
     json_path: JsonOut = None,

@@ -79,6 +79,15 @@ def test_grpc_iterations_give_that_many_answers(server, request_file, tmp_path):
     assert result["target"]["kind"] == "grpc"
 
 
+def test_grpc_typed_contents_are_served_too(server, request_file, tmp_path):
+    run, result = bench(
+        tmp_path, "model", "iris", "--grpc", server.grpc_address, "--grpc-contents", "typed",
+        "--iterations", "50", "--data", str(request_file),
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert result["requests"] == 50 and result["errors"] == 0
+
+
 def test_the_benchmark_scripts_contract(server, request_file, tmp_path):
     """What benchmarks/mlserver_comparison.py runs: duration, warm-up, both transports."""
     for transport in (["--url", server.url], ["--grpc", server.grpc_address]):

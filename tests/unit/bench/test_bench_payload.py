@@ -102,3 +102,23 @@ def test_request_from_file():
         request_from_file(b'{"inputs": [{"name": "x"}]}', "req.json")
     with pytest.raises(PayloadError, match="bad.json is not a V2 inference request"):
         request_from_file(b"not json", "bad.json")
+
+
+@pytest.mark.parametrize("datatype", [d for d in DATATYPES if d != "FP16"])
+def test_typed_grpc_contents_carry_the_same_tensor(datatype):
+    metadata = _metadata([{"name": "x", "datatype": datatype, "shape": [2, 3]}])
+    request = request_from_metadata(metadata)
+    message = pb.ModelInferRequest.FromString(grpc_body(request, "m", typed=True))
+    assert len(message.raw_input_contents) == 0
+    decoded = protobuf.request_from_proto(message).inputs[0]
+    assert (decoded.datatype, decoded.shape) == (datatype, [2, 3])
+    if datatype == "BYTES":
+        assert list(decoded.data.ravel()) == list(request.inputs[0].data.ravel())
+    else:
+        np.testing.assert_array_equal(decoded.data, request.inputs[0].data)
+
+
+def test_fp16_cannot_be_sent_typed():
+    metadata = _metadata([{"name": "half", "datatype": "FP16", "shape": [1]}])
+    with pytest.raises(PayloadError, match="'half' is FP16.*raw contents"):
+        grpc_body(request_from_metadata(metadata), "m", typed=True)
