@@ -46,6 +46,12 @@ def main(out: Path) -> None:
     detect = out / "detect"
     detector_folder(detect, "ks-drift", KSDrift(x_ref, p_val=0.05))
     detector_folder(detect, "ks-drift-batched", KSDrift(x_ref, p_val=0.05), batch_size=3)
+    detector_folder(
+        detect,
+        "ks-drift-features",
+        KSDrift(x_ref, p_val=0.05),
+        predict_parameters={"drift_type": "feature"},
+    )
     detector_folder(detect, "chi2-drift", ChiSquareDrift(categories, p_val=0.05))
     detector_folder(
         detect,

@@ -58,6 +58,14 @@ def test_ks_drift_is_reported_on_a_shifted_batch_and_not_on_an_unshifted_one(htt
     assert parameters["headers"] == {"x-seldon-alibi-type": "drift", "x-seldon-alibi-method": "ks"}
 
 
+def test_predict_parameters_reach_the_detector(http):
+    """`predict_parameters: {drift_type: feature}`: one decision per feature."""
+    x = normal(200, seed=13)
+    x[:, 1] += 1.0
+    answer = http_infer(http, "ks-drift-features", x)
+    assert answer.as_numpy("is_drift").tolist() == [[0, 1, 0]]
+
+
 def test_chi_square_and_tabular_drift_over_grpc(grpc):
     rng = np.random.default_rng(5)
     same = rng.integers(0, 3, size=(300, 2))
