@@ -7,7 +7,9 @@ LogisticRegression (a light model, where the server's own work dominates). It st
 `inferline serve` with 1 worker and one with `--workers` workers, serving both models, and drives
 each with `wrk` (REST, keep-alive connections, closed loop) for `--seconds` per cell, alternating
 the servers round by round (A B A B) so both see the same machine. It prints, per model and
-connection count, the median req/s and p50 of each server over the rounds, and the ratio.
+connection count, the median req/s, p50 and CPU cores used (all the server's processes, from
+/proc: on a busy machine this is what bounds req/s) of each server over the rounds, and the
+ratio of req/s.
 
 wrk is used because it costs little CPU (the load generator shares the cores with the servers):
 `apt-get install wrk`. Connections are spread over the workers by the kernel (SO_REUSEPORT), so
@@ -16,6 +18,7 @@ use several connections; one connection is always served by one worker.
 
 import argparse
 import json
+import os
 import re
 import shutil
 import statistics
@@ -89,6 +92,26 @@ def start_server(models: Path, workers: int, log_path: Path) -> tuple[subprocess
     return process, http_port
 
 
+def server_cpu(pid: int) -> list[float]:
+    """CPU seconds used so far by the server process and each of its children (the workers)."""
+    pids = [pid]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    seconds = []
+    for each in pids:
+        try:
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        seconds.append((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+    return seconds
+
+
 def run_wrk(url: str, script: Path, connections: int, seconds: int) -> tuple[float, float, int]:
     """req/s, p50 latency in ms and the count of failed requests of one wrk run."""
     result = subprocess.run(
@@ -140,8 +163,12 @@ def main() -> None:
                             url = f"http://127.0.0.1:{servers[n][1]}/v2/models/{model}/infer"
                             # A short unmeasured run: new connections, caches, the CPU governor.
                             run_wrk(url, scripts[model], conns, 1)
+                            before = server_cpu(servers[n][0].pid)
                             cell = run_wrk(url, scripts[model], conns, args.seconds)
-                            results.setdefault((model, conns, n), []).append(cell)
+                            after = server_cpu(servers[n][0].pid)
+                            # Cores the server got: on a busy machine, what bounds req/s.
+                            cores = (sum(after) - sum(before)) / args.seconds
+                            results.setdefault((model, conns, n), []).append((*cell, cores))
                             time.sleep(0.5)
         finally:
             for process, _ in servers.values():
@@ -155,8 +182,8 @@ def main() -> None:
         f"burner = {args.burn_ms:g} ms of CPU per request"
     )
     header = (
-        f"{'model':8} {'conns':>5}  {'1 worker':>10} {'p50 ms':>7}  "
-        f"{f'{many} workers':>10} {'p50 ms':>7}  {'ratio':>5}"
+        f"{'model':8} {'conns':>5}  {'1 worker':>10} {'p50 ms':>7} {'cores':>5}  "
+        f"{f'{many} workers':>10} {'p50 ms':>7} {'cores':>5}  {'ratio':>5}"
     )
     print(header)
     print("-" * len(header))
@@ -165,10 +192,12 @@ def main() -> None:
             cells = {n: results[(model, conns, n)] for n in counts}
             rate = {n: statistics.median(c[0] for c in cells[n]) for n in counts}
             p50 = {n: statistics.median(c[1] for c in cells[n]) for n in counts}
+            cores = {n: statistics.median(c[3] for c in cells[n]) for n in counts}
             errors = sum(c[2] for n in counts for c in cells[n])
             print(
-                f"{model:8} {conns:>5}  {rate[one]:>10.0f} {p50[one]:>7.2f}  "
-                f"{rate[many]:>10.0f} {p50[many]:>7.2f}  {rate[many] / rate[one]:>5.2f}"
+                f"{model:8} {conns:>5}  {rate[one]:>10.0f} {p50[one]:>7.2f} {cores[one]:>5.2f}  "
+                f"{rate[many]:>10.0f} {p50[many]:>7.2f} {cores[many]:>5.2f}  "
+                f"{rate[many] / rate[one]:>5.2f}"
                 + (f"  ({errors} failed requests)" if errors else "")
             )
 
