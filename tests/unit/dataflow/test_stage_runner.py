@@ -9,7 +9,7 @@ import numpy as np
 import orjson
 import pytest
 
-from inferline.bus.base import Message
+from inferline.bus.base import Message, TopicPartition
 from inferline.dataflow import messages
 from inferline.dataflow.batching import BATCH_HEADER
 from inferline.dataflow.plan import REQUEST, RESPONSE, PipelinePlan, Stage, plan_pipeline
@@ -447,6 +447,23 @@ async def test_a_restart_replays_a_join_left_open(bus, runners):
     await asyncio.sleep(0.1)
     keys = [m.key for m in await bus.read_last(T3_IN, 10)]
     assert keys.count(b"0.join.j") == 1, "a join that was emitted before the restart is not again"
+
+
+async def test_a_stage_stopped_right_after_writing_does_not_write_again(bus, runners):
+    stage = stage_of(TFSIMPLES, "step tfsimple1")
+    _, task = await runners.start(stage, group="gs")
+    for n in (1, 2):
+        await bus.produce(
+            stage.inputs[0].topic,
+            request(INPUT0=[n], INPUT1=[n]),
+            key=b"0.tfsimples.%d" % n,
+            headers=headers("tfsimples", f"0.tfsimples.{n}"),
+        )
+        await read(bus, stage.sink_topic, n)
+    await runners.stop(task)  # at once: before its next idle poll or commit interval
+    assert await bus.committed("gs", [stage.inputs[0].topic]) == {
+        TopicPartition(stage.inputs[0].topic, 0): 2
+    }
 
 
 async def test_offsets_are_committed_below_held_messages_only(bus, runners):
