@@ -1,7 +1,8 @@
 """The Alibi runtimes' tests: the libraries pin numpy below 2, so they live in a virtualenv of
 their own, `.venv-alibi` at the repository root, which this module builds with
-`pip install -e ".[alibi-detect,alibi-explain,sklearn]"` the first time and again whenever
-pyproject.toml changes (an editable install, so source changes need no rebuild).
+`pip install -e ".[alibi-detect,alibi-explain,sklearn]"` the first time and again whenever the
+requirements it installs change in pyproject.toml (an editable install: source changes need no
+rebuild).
 
 The tests drive processes started from that virtualenv with the main one's clients
 (tritonclient, httpx, the CLI). A failed build fails the tests with pip's output: they must not
@@ -9,11 +10,13 @@ pass by being skipped where the network is missing.
 """
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -23,7 +26,8 @@ from inferline.demo import free_port, train_iris, wait_until_ready
 
 ROOT = Path(__file__).resolve().parents[3]
 VENV = ROOT / ".venv-alibi"
-EXTRAS = ".[alibi-detect,alibi-explain,sklearn]"
+EXTRA_NAMES = ("alibi-detect", "alibi-explain", "sklearn")
+EXTRAS = f".[{','.join(EXTRA_NAMES)}]"
 STAMP = VENV / "inferline-build-key"
 BUILD_LOG = VENV / "build.log"  # inside the virtualenv: ignored by git with it
 # pip's slow part is downloading and unpacking ~1 GB of wheels; generous for a loaded machine.
@@ -31,10 +35,19 @@ BUILD_TIMEOUT = 1200
 
 
 def build_key() -> str:
-    """What the virtualenv was built from: the project's dependencies and this Python."""
-    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes())
-    digest.update(f"{EXTRAS} {sys.version_info[:3]}".encode())
-    return digest.hexdigest()
+    """What the virtualenv is built from: the core's and these extras' requirements, the build
+    system and this Python (other edits of pyproject.toml need no rebuild)."""
+    doc = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    project = doc["project"]
+    extras = project.get("optional-dependencies", {})
+    inputs = {
+        "build-system": doc.get("build-system"),
+        "dependencies": project.get("dependencies"),
+        "extras": {name: extras.get(name) for name in EXTRA_NAMES},
+        "command": EXTRAS,
+        "python": list(sys.version_info[:3]),
+    }
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
 
 def _run(command: list[str], what: str) -> None:
