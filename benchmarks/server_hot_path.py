@@ -18,6 +18,8 @@ change helped on a machine other work is also using.
 `--stages` prints what each stage of one request costs in-process: decode, check, predict and
 encode for REST and gRPC, and scikit-learn's `predict` with and without its validation switches
 (CPU time of the thread, best of several repeats: the steadiest estimate on a busy machine).
+With `--baseline REF` it also times REF's sklearn runtime and codecs in turns with today's, in
+one process.
 
 `--profile DIR` samples the server under c=32 load with py-spy (`pip install py-spy`; `--native`
 for C frames too, which tells grpc's C core and waiting apart) for each transport, writes the
@@ -465,6 +467,52 @@ def stages(number: int) -> None:
     loop.close()
 
 
+def paired(baseline_src: str, label: str, number: int) -> None:
+    """The modules this work touches, as at the baseline and as now, timed in turns in this one
+    process: the steadiest before/after on a busy machine. Only the named module is the
+    baseline's; what it imports comes from the current tree."""
+    import importlib.util
+
+    from inferline.examples import train_iris
+    from inferline.protocol import json_encoding, protobuf
+    from inferline.protocol.proto import inference_pb2 as pb
+    from inferline.runtimes import sklearn as sklearn_runtime
+    from inferline.runtimes.settings import ModelSettings
+
+    def old(relative: str):
+        path = Path(baseline_src) / "inferline" / relative
+        spec = importlib.util.spec_from_file_location(f"baseline_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    old_runtime_module, old_protobuf = old("runtimes/sklearn.py"), old("protocol/protobuf.py")
+    old_json = old("protocol/json_encoding.py")
+    loop = asyncio.new_event_loop()
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = ModelSettings("iris", "sklearn", folder=train_iris(Path(tmp) / "iris"))
+        runtimes = [sklearn_runtime.SKLearnRuntime(settings)]
+        runtimes.append(old_runtime_module.SKLearnRuntime(settings))
+        for runtime in runtimes:
+            loop.run_until_complete(runtime.load())
+    request = json_encoding.decode_request(REST_BODY)
+    message = pb.ModelInferRequest.FromString(grpc_body())
+    print(f"before ({label}) / after, in turns in one process, us per call:")
+    rows = [
+        (f"runtime.predict, {label}", lambda: runtimes[1].predict(request)),
+        ("runtime.predict, now", lambda: runtimes[0].predict(request)),
+    ]
+    _measure(rows, number, _awaits(loop))
+    rows = [
+        (f"gRPC decode, {label}", lambda: old_protobuf.request_from_proto(message)),
+        ("gRPC decode, now", lambda: protobuf.request_from_proto(message)),
+        (f"REST decode, {label}", lambda: old_json.decode_request(REST_BODY)),
+        ("REST decode, now", lambda: json_encoding.decode_request(REST_BODY)),
+    ]
+    _measure(rows, number, _calls)
+    loop.close()
+
+
 # --- main -----------------------------------------------------------------------------------
 
 
@@ -485,10 +533,13 @@ def main() -> None:
     parser.add_argument("--native", action="store_true", help="py-spy --native (slows it)")
     parser.add_argument("--no-load", action="store_true", help="skip the load table")
     parser.add_argument("--stages-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--paired-with", nargs=2, help=argparse.SUPPRESS)  # SRC LABEL
     args = parser.parse_args()
 
     if args.stages_only:
         stages(args.stage_calls)
+        if args.paired_with:
+            paired(*args.paired_with, args.stage_calls)
         return
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -497,7 +548,7 @@ def main() -> None:
             (tmp / "baseline").mkdir()
             baseline_path = extract_baseline(args.baseline, tmp / "baseline")
         if args.stages:
-            _stages_in_subprocess(args, None)
+            _stages_in_subprocess(args, None, baseline_path)
             if baseline_path:
                 _stages_in_subprocess(args, baseline_path)
         if args.no_load and not args.profile:
@@ -527,13 +578,15 @@ def main() -> None:
                 server.stop()
 
 
-def _stages_in_subprocess(args, pythonpath: str | None) -> None:
+def _stages_in_subprocess(args, pythonpath: str | None, paired_with: str | None = None) -> None:
     """Stages run in a fresh interpreter, so the current and the baseline code each import their
-    own package."""
+    own package; the current one also times the baseline's changed modules in turns with its own."""
     env = dict(os.environ)
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
     command = [sys.executable, __file__, "--stages-only", "--stage-calls", str(args.stage_calls)]
+    if paired_with:
+        command += ["--paired-with", paired_with, args.baseline]
     subprocess.run(command, env=env, check=True)
 
 
