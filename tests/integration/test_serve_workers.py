@@ -144,7 +144,21 @@ def clients_per_worker(server, pids: set[int]) -> dict[int, httpx.Client]:
 def test_every_worker_answers_and_two_work_at_once(server):
     workers = children(server.process.pid)
     assert len(workers) == WORKERS, f"expected {WORKERS} worker processes, found {workers}"
-    clients = clients_per_worker(server, workers)
+    # A connection left idle past the server's keep-alive (5 s, on a loaded machine) is opened
+    # again by httpx and may land on the other worker: then try again.
+    for _ in range(3):
+        intervals = burst(server, clients_per_worker(server, workers))
+        if set(intervals) == workers:
+            break
+    assert set(intervals) == workers
+    # One process can run only one of these at a time (the model holds the GIL while it
+    # burns), so overlapping intervals mean two processes worked on requests together.
+    (a_start, a_end), (b_start, b_end) = intervals.values()
+    assert a_start < b_end and b_start < a_end, f"no overlap: {intervals}"
+
+
+def burst(server, clients: dict[int, httpx.Client]) -> dict[int, list[float]]:
+    """One 0.3 s request on each client at once: the interval each pid ran its request in."""
     intervals: dict[int, list[float]] = {}
     barrier = threading.Barrier(len(clients))
 
@@ -160,11 +174,7 @@ def test_every_worker_answers_and_two_work_at_once(server):
         thread.join()
     for client in clients.values():
         client.close()
-    # One process can run only one of these at a time (the model holds the GIL while it
-    # burns), so overlapping intervals mean two processes worked on requests together.
-    (a_start, a_end), (b_start, b_end) = intervals.values()
-    assert set(intervals) == workers
-    assert a_start < b_end and b_start < a_end, f"no overlap: {intervals}"
+    return intervals
 
 
 def test_grpc_channels_reach_every_worker(server):
@@ -203,7 +213,13 @@ def test_load_and_unload_through_one_worker_reach_every_worker(server):
         answer = second.post(f"{server.url}/v2/repository/models/burner/load")
         assert answer.status_code == 200, answer.text
         # Loaded means loaded in every worker: no request right after sees it missing.
-        assert {infer(client, server)[0] for client in clients.values()} == workers
+        answered = set()
+        for _ in range(MAX_CONNECTIONS):
+            with httpx.Client(timeout=60) as client:
+                answered.add(infer(client, server)[0])
+            if answered == workers:
+                break
+        assert answered == workers
         for client in clients.values():
             index = client.post(f"{server.url}/v2/repository/index", json={"ready": True})
             assert index.json() == [{"name": "burner", "state": "READY", "reason": ""}]
@@ -250,8 +266,9 @@ def test_a_killed_worker_is_replaced_and_the_others_keep_answering(serve, burner
         os.kill(victim, signal.SIGKILL)
         wait_for(lambda: not running(victim), 10, f"worker {victim} to die")
 
-        # The survivor's open connection and every new connection are answered.
-        assert infer(clients[survivor], server)[0] == survivor
+        # The survivor's open connection and every new connection are answered (httpx opens
+        # the first again if it idled past the server's keep-alive).
+        assert infer(clients[survivor], server)[0] != victim
         for _ in range(10):
             with httpx.Client(timeout=60) as client:
                 assert infer(client, server)[0] != victim
