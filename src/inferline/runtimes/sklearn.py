@@ -58,9 +58,10 @@ class SKLearnRuntime(Runtime):
             except ValueError as exc:
                 if not non_finite:
                     raise
+                which = "input {}, which holds" if len(non_finite) == 1 else "inputs {}, which hold"
                 raise BadRequest(
-                    f"model '{self.name}' rejected input {', '.join(non_finite)}, which holds NaN "
-                    f"or infinity: {exc}"
+                    f"model '{self.name}' rejected {which.format(', '.join(non_finite))} NaN or "
+                    f"infinity: {exc}"
                 ) from None
         outputs = []
         for name, result in zip(names, results, strict=True):

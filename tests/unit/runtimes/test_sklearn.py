@@ -94,6 +94,9 @@ async def test_nan_or_infinity_is_a_bad_request_naming_the_input(tmp_path, estim
         columns[2].data[1] = bad
         with pytest.raises(BadRequest, match="rejected input 'f2', which holds NaN or infinity"):
             await runtime.predict(InferenceRequest(inputs=columns))
+    columns[1].data[0] = np.nan
+    with pytest.raises(BadRequest, match="rejected inputs 'f1', 'f2', which hold NaN or infinity"):
+        await runtime.predict(InferenceRequest(inputs=columns))
     # The same model still answers finite rows (the checks are per request).
     response = await runtime.predict(InferenceRequest(inputs=[Tensor.from_numpy("x", rows)]))
     assert response.output("predict").data.ravel().tolist() == model.predict(rows).tolist()
