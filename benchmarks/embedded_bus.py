@@ -6,7 +6,7 @@
 Prints messages/s for sequential awaits (one produce at a time), 100 concurrent producers,
 a consumer draining the topic, and the worst produce latency seen (loop stalls); then the latency
 of one message through a chain of relays, each reading a topic, writing the next and committing
-its offset as a pipeline stage does (`--hops`): what one pipeline hop costs on this bus.
+its offset after each message (`--hops`): what one pipeline hop costs on this bus.
 """
 
 import argparse
