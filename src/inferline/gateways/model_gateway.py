@@ -9,6 +9,7 @@ delays its data. Offsets are committed only below the oldest request still being
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -41,6 +42,9 @@ log = logging.getLogger(__name__)
 # Statuses that mean "the model is not there right now" (not found, not served, unavailable,
 # unreachable): wait and retry instead of failing the request.
 RETRYABLE = frozenset({404, 405, 502, 503})
+# Offsets are committed when idle, else at most this often (as the dataflow's stages do): on
+# Kafka a commit is a broker round trip the gateway's loop would wait for at every poll.
+COMMIT_SECONDS = 0.1
 
 
 class ModelCallError(Exception):
@@ -159,6 +163,7 @@ class ModelGateway:
         consumer = await self.bus.consumer(self.group, [inputs])
         workers = asyncio.Semaphore(self.config.workers)
         tasks: set[asyncio.Task] = set()
+        next_commit = 0.0
         try:
             while True:
                 batch = await consumer.poll(0.1, max_messages=self.config.workers)
@@ -173,14 +178,16 @@ class ModelGateway:
                     task.add_done_callback(
                         lambda t, m=message: self._finished(t, m, workers, tasks)
                     )
-                await self._commit(consumer)
+                now = time.monotonic()
+                if not batch or now >= next_commit:
+                    await self._commit(consumer)
+                    next_commit = now + COMMIT_SECONDS
         finally:
             for task in tasks:
                 task.cancel()
             with contextlib.suppress(Exception):
                 await asyncio.gather(*tasks, return_exceptions=True)
-            # Offsets are otherwise committed on the next poll: record what was answered, so a
-            # restart does not call the model for it again.
+            # Record what was answered, so a restart does not call the model for it again.
             with contextlib.suppress(Exception):
                 await self._commit(consumer)
             await consumer.close()
