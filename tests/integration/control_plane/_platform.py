@@ -49,12 +49,12 @@ def register_log(module: str, path: Path) -> None:
     MODULE_LOGS.setdefault(module, []).append(path)
 
 
-def tail(path: Path) -> str:
+def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     try:
-        lines = path.read_text(errors="replace").splitlines()
+        text = path.read_text(errors="replace").splitlines()
     except OSError as exc:
         return f"<cannot read: {exc}>"
-    return "\n".join(lines[-LOG_TAIL_LINES:])
+    return "\n".join(text[-lines:])
 
 
 # --- processes ---------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import numpy as np
 import yaml
+from control_plane._platform import NotYet, tail, wait_until
 
 from inferline.demo import free_port
 
@@ -42,53 +43,8 @@ MODEL_FOLDERS = {
     "outlier-error": "outlier-error",
 }
 
-LOG_TAIL_LINES = 120
-
 # Per test module, the log files of the processes it started (shown when one of its tests fails).
 MODULE_LOGS: dict[str, list[Path]] = {}
-
-
-def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    try:
-        text = path.read_text(errors="replace").splitlines()
-    except OSError as exc:
-        return f"<cannot read: {exc}>"
-    return "\n".join(text[-lines:])
-
-
-# --- waiting -----------------------------------------------------------------------------------
-
-
-class NotYet(Exception):
-    """Raised by a `wait_until` check to say what it saw instead."""
-
-
-def wait_until(
-    check: Callable[[], Any],
-    timeout: float,
-    what: str,
-    interval: float = 0.1,
-    alive: Callable[[], None] | None = None,
-) -> Any:
-    """Poll `check` until it returns something truthy; fail naming `what` (and the last thing
-    seen) after `timeout` s. `alive` is called every round, to fail at once if a process died."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        if alive is not None:
-            alive()
-        try:
-            result = check()
-            if result:
-                return result
-            last = result
-        except NotYet as exc:
-            last = str(exc)
-        except (httpx.HTTPError, OSError, KeyError, ValueError) as exc:
-            last = f"{type(exc).__name__}: {exc}"
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}; last: {last}")
-        time.sleep(interval)
 
 
 # --- samples -----------------------------------------------------------------------------------
