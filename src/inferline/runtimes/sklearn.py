@@ -14,7 +14,6 @@ and one that does not answers 400 naming the input.
 """
 
 import asyncio
-from pathlib import Path
 
 import numpy as np
 
@@ -22,7 +21,7 @@ from inferline.protocol import codecs
 from inferline.protocol.errors import BadRequest, ModelLoadError
 from inferline.protocol.types import InferenceRequest, InferenceResponse, Tensor
 from inferline.runtimes.base import Runtime
-from inferline.runtimes.common import find_file
+from inferline.runtimes.common import find_file, require
 from inferline.runtimes.registry import SKLEARN_FILES
 
 DEFAULT_OUTPUT = "predict"
@@ -34,7 +33,11 @@ class SKLearnRuntime(Runtime):
 
     async def load(self) -> None:
         path = find_file(self.artifact_path(), SKLEARN_FILES, self.name)
-        self.model = await asyncio.to_thread(_load_file, path)
+        # Both are the optional `sklearn` extra: without them, one line says what to install.
+        require("sklearn", "sklearn", self.name, "the scikit-learn runtime")
+        joblib = require("joblib", "sklearn", self.name, "the scikit-learn runtime")
+        # joblib reads both its own files and plain pickles, whatever the file is called.
+        self.model = await asyncio.to_thread(joblib.load, path)
         # The estimator's methods by output name, bound once rather than looked up per request.
         self._methods = {
             m: getattr(self.model, m) for m in OUTPUT_METHODS if hasattr(self.model, m)
@@ -104,10 +107,3 @@ def _non_finite_inputs(inputs: list[Tensor]) -> list[str]:
     return [
         f"'{t.name}'" for t in inputs if t.data.dtype.kind == "f" and not np.isfinite(t.data).all()
     ]
-
-
-def _load_file(path: Path):
-    # joblib reads both its own files and plain pickles, whatever the file is called.
-    import joblib
-
-    return joblib.load(path)
