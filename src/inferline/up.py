@@ -36,6 +36,8 @@ RESTART_DELAY = 1.0
 class UpConfig:
     data_dir: Path = Path(".inferline")
     servers: int = 1
+    # Worker processes per server (`inferline server --workers`).
+    workers: int = 1
     host: str = "127.0.0.1"
     http_port: int = 9000
     grpc_port: int = 9001
@@ -83,6 +85,7 @@ class ServerSupervisor:
             "--replica", str(replica),
             "--host", self.config.host,
             "--memory", str(memory),
+            "--workers", str(self.config.workers),
             *(["--router", f"{self.config.host}:{self.config.http_port}"]
               if self.config.http_port else []),
         ]  # fmt: skip

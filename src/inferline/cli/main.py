@@ -89,6 +89,9 @@ def demo(
 @app.command()
 def up(
     servers: Annotated[int, typer.Option("--servers", help="Model server processes.")] = 1,
+    workers: Annotated[
+        int, typer.Option(help="Worker processes per model server, sharing its load.")
+    ] = 1,
     data_dir: Annotated[Path, typer.Option(help="Where state and logs are kept.")] = Path(
         ".inferline"
     ),
@@ -138,6 +141,7 @@ def up(
     config = UpConfig(
         data_dir=data_dir,
         servers=servers,
+        workers=workers,
         host=host,
         http_port=http_port,
         grpc_port=grpc_port,

@@ -415,12 +415,14 @@ class Up(Platform):
     proc: Proc | None = None
     data_dir: Path | None = None
     servers: int = 1
+    workers: int = 1
     starts: int = 0
 
     @property
     def up_args(self) -> list[str]:
         return [
-            "up", "--servers", str(self.servers), "--data-dir", str(self.data_dir),
+            "up", "--servers", str(self.servers), "--workers", str(self.workers),
+            "--data-dir", str(self.data_dir),
             "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port),
             "--scheduler-port", str(self.scheduler_port), "--host", "127.0.0.1",
         ]  # fmt: skip
@@ -453,7 +455,7 @@ def _ports() -> tuple[int, int, int]:
     return tuple(ports)  # type: ignore[return-value]
 
 
-def new_up(tmp_path_factory, module: str, servers: int) -> Up:
+def new_up(tmp_path_factory, module: str, servers: int, workers: int = 1) -> Up:
     workdir = tmp_path_factory.mktemp("up")
     scheduler_port, http_port, grpc_port = _ports()
     platform = Up(
@@ -463,6 +465,7 @@ def new_up(tmp_path_factory, module: str, servers: int) -> Up:
         workdir=workdir,
         data_dir=workdir / "data",
         servers=servers,
+        workers=workers,
     )
     register_log(module, workdir)
     return platform

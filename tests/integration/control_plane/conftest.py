@@ -30,11 +30,12 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.fixture(scope="module")
 def up_factory(tmp_path_factory, request) -> Iterator[Callable[..., Up]]:
-    """`up_factory(servers)`: a started `inferline up`; every one is stopped with the module."""
+    """`up_factory(servers, workers=1)`: a started `inferline up`; every one is stopped with the
+    module."""
     started: list[Up] = []
 
-    def factory(servers: int) -> Up:
-        platform = new_up(tmp_path_factory, request.module.__name__, servers)
+    def factory(servers: int, workers: int = 1) -> Up:
+        platform = new_up(tmp_path_factory, request.module.__name__, servers, workers)
         started.append(platform)
         return platform.start()
 
