@@ -3,11 +3,13 @@
 ModelInfer, ModelReady and ModelMetadata are routed by the `seldon-model` metadata key, else by
 the message's model name (field 1 of each request). Requests and answers stay serialized bytes:
 the name is read and rewritten on the wire (`protowire`), so tensors are never decoded here. Each
-replica gets one cached channel. The router answers the server-level calls itself.
+replica gets a few cached channels, taken in turn (see CHANNELS_PER_REPLICA). The router answers
+the server-level calls itself.
 """
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -31,6 +33,10 @@ log = logging.getLogger(__name__)
 
 SERVICE = "inference.GRPCInferenceService"
 DEFAULT_MAX_MESSAGE_SIZE = 100 * 1024 * 1024
+# Connections per replica. A server with `--workers N` spreads connections over its workers (the
+# kernel picks a worker per connection), so one HTTP/2 connection would reach one worker only;
+# with 16, two workers both get traffic unless all 16 land on one (1 in 32,768).
+CHANNELS_PER_REPLICA = 16
 # Field 1 is the model's name in ModelInferRequest, ModelReadyRequest and ModelMetadataRequest.
 _NAME_FIELD = 1
 PROXIED_METHODS = ("ModelInfer", "ModelReady", "ModelMetadata")
@@ -79,8 +85,9 @@ class RouterGrpcService:
             suffix: _not_served_yet for suffix in SPECIAL_SUFFIXES
         }
         self.special_handlers.update(special_handlers or {})
-        self._channels: dict[str, grpc.aio.Channel] = {}
-        self._calls: dict[tuple[str, str], grpc.aio.UnaryUnaryMultiCallable] = {}
+        self._channels: dict[str, list[grpc.aio.Channel]] = {}
+        self._calls: dict[tuple[str, str], list[grpc.aio.UnaryUnaryMultiCallable]] = {}
+        self._turns = itertools.count()
         self._channels_generation: int | None = None
         self._closing: set[asyncio.Task] = set()
 
@@ -194,15 +201,19 @@ class RouterGrpcService:
     # --- channels -----------------------------------------------------------------------------
 
     def _call(self, address: str, method: str):
-        channel = self._channels.get(address)
-        if channel is None:
-            channel = self._channels[address] = grpc.aio.insecure_channel(
-                address, options=self._channel_options()
-            )
-        call = self._calls.get((address, method))
-        if call is None:
-            call = self._calls[(address, method)] = channel.unary_unary(f"/{SERVICE}/{method}")
-        return channel, call
+        channels = self._channels.get(address)
+        if channels is None:
+            channels = self._channels[address] = [
+                grpc.aio.insecure_channel(address, options=self._channel_options())
+                for _ in range(CHANNELS_PER_REPLICA)
+            ]
+        calls = self._calls.get((address, method))
+        if calls is None:
+            calls = self._calls[(address, method)] = [
+                channel.unary_unary(f"/{SERVICE}/{method}") for channel in channels
+            ]
+        turn = next(self._turns) % CHANNELS_PER_REPLICA
+        return channels[turn], calls[turn]
 
     def _channel_options(self) -> list[tuple[str, int]]:
         return [
@@ -213,6 +224,9 @@ class RouterGrpcService:
             ("grpc.initial_reconnect_backoff_ms", 100),
             ("grpc.min_reconnect_backoff_ms", 100),
             ("grpc.max_reconnect_backoff_ms", 1000),
+            # Without it, channels to one address share one connection (gRPC's global subchannel
+            # pool), and the pool would reach one worker only.
+            ("grpc.use_local_subchannel_pool", 1),
         ]
 
     def _prune_channels(self, table: RouteTable) -> None:
@@ -222,16 +236,17 @@ class RouterGrpcService:
         self._channels_generation = table.generation
         live = {e.grpc for route in table.models.values() for e in route.endpoints}
         for address in [a for a in self._channels if a not in live]:
-            channel = self._channels.pop(address)
             for key in [k for k in self._calls if k[0] == address]:
                 del self._calls[key]
-            # Calls still running on it get the default timeout to finish.
-            task = asyncio.create_task(channel.close(grace=self.router.default_timeout))
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
+            for channel in self._channels.pop(address):
+                # Calls still running on it get the default timeout to finish.
+                task = asyncio.create_task(channel.close(grace=self.router.default_timeout))
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
 
     async def close(self) -> None:
-        channels, self._channels = list(self._channels.values()), {}
+        channels = [c for pool in self._channels.values() for c in pool]
+        self._channels = {}
         self._calls.clear()
         for channel in channels:
             await channel.close(grace=None)

@@ -1,14 +1,33 @@
 """`inferline up --workers 2`: each model server runs two worker processes, and a model loaded
 through the scheduler answers through the router from both."""
 
+import json
 import os
+import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
 
 from ._platform import Up, model_yaml, wait_until, write_file
 
 pytestmark = pytest.mark.slow
+
+WHOAMI = """
+    import os
+
+    import numpy as np
+
+    from inferline.protocol.types import InferenceRequest, InferenceResponse, Tensor
+    from inferline.runtimes import Runtime
+
+
+    class WhoAmI(Runtime):
+        async def predict(self, request: InferenceRequest) -> InferenceResponse:
+            pid = Tensor.from_numpy("pid", np.array([[os.getpid()]], dtype=np.int64))
+            return InferenceResponse(model_name=self.name, outputs=[pid])
+"""
 
 
 def _children(pid: int) -> list[int]:
@@ -57,3 +76,26 @@ def test_a_model_loaded_by_the_scheduler_is_served_by_both_workers(up, iris_arti
     assert served and served[0] >= 50
     # Each worker loaded the model: both still run, and none was replaced.
     assert sorted(_children(server)) == sorted(workers)
+
+
+def test_the_routers_grpc_calls_reach_every_worker(up, tmp_path):
+    """One client channel to the router; the router's own channels to the server spread over the
+    server's workers (one HTTP/2 connection would land on one worker)."""
+    (replica,) = up.server()["replicas"]
+    folder = tmp_path / "whoami"
+    folder.mkdir()
+    (folder / "model.py").write_text(textwrap.dedent(WHOAMI))
+    (folder / "model-settings.json").write_text(
+        json.dumps({"name": "whoami", "implementation": "model.WhoAmI"})
+    )
+    up.cli("load", "-f", str(write_file(up.workdir, "whoami.yaml", model_yaml("whoami", folder))))
+    up.cli("model", "status", "whoami", "-w", "ModelAvailable", "-t", "60")
+
+    client = grpcclient.InferenceServerClient(url=f"127.0.0.1:{up.grpc_port}")
+    tensor = grpcclient.InferInput("x", [1], "FP32")
+    tensor.set_data_from_numpy(np.zeros(1, dtype=np.float32))
+    try:
+        pids = {int(client.infer("whoami", [tensor]).as_numpy("pid").ravel()[0]) for _ in range(40)}
+    finally:
+        client.close()
+    assert pids == set(_children(replica["pid"]))
