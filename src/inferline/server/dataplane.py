@@ -32,7 +32,7 @@ from inferline.runtimes.base import Runtime
 from inferline.runtimes.registry import runtime_class
 from inferline.runtimes.settings import ModelSettings
 from inferline.server.batching import AdaptiveBatcher, batcher_for
-from inferline.server.repository import ModelRepository
+from inferline.server.repository import ModelRepository, load_found_models
 
 log = logging.getLogger(__name__)
 
@@ -133,15 +133,7 @@ class DataPlane:
     async def load_repository(self) -> None:
         """Load every model found in the repository; failures are kept as UNAVAILABLE."""
         try:
-            found, broken = self.repository.scan()
-            for folder, reason in broken:
-                log.error("model folder %s cannot be read: %s", folder, reason)
-                self.mark_unavailable(folder.name, None, reason)
-            for settings in found:
-                try:
-                    await self.load_model(settings)
-                except InferlineError as exc:
-                    log.error("model %s failed to load: %s", settings.name, exc.message)
+            await load_found_models(self.repository, self.load_model, self.mark_unavailable)
         finally:
             self._started = True
 

@@ -6,11 +6,15 @@ The tree is scanned again on every look-up, so a folder added while the server r
 through the repository API.
 """
 
+import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from inferline.protocol.errors import BadRequest, InferlineError, ModelNotFound
 from inferline.runtimes.registry import guess_implementation
 from inferline.runtimes.settings import SETTINGS_FILE, ModelSettings, read_settings
+
+log = logging.getLogger(__name__)
 
 
 class ModelRepository:
@@ -55,3 +59,21 @@ class ModelRepository:
         if (folder / SETTINGS_FILE).exists():
             return read_settings(folder)
         return ModelSettings(name=folder.name, folder=folder)
+
+
+async def load_found_models(
+    repository: ModelRepository,
+    load_model: Callable[[ModelSettings], Awaitable[None]],
+    mark_unavailable: Callable[[str, str | None, str], None],
+) -> None:
+    """Load every model the repository holds; a folder that cannot be read or a model that fails
+    to load is logged and kept as unavailable, and the others still load."""
+    found, broken = repository.scan()
+    for folder, reason in broken:
+        log.error("model folder %s cannot be read: %s", folder, reason)
+        mark_unavailable(folder.name, None, reason)
+    for settings in found:
+        try:
+            await load_model(settings)
+        except InferlineError as exc:
+            log.error("model %s failed to load: %s", settings.name, exc.message)

@@ -44,7 +44,7 @@ from inferline.protocol.errors import InferlineError, ModelNotFound
 from inferline.protocol.types import RepositoryModel
 from inferline.runtimes.settings import ModelSettings
 from inferline.server.dataplane import DataPlane, ModelState
-from inferline.server.repository import ModelRepository
+from inferline.server.repository import ModelRepository, load_found_models
 
 log = logging.getLogger(__name__)
 
@@ -228,15 +228,7 @@ class WorkerPool:
     async def load_repository(self) -> None:
         """Load every model in the repository into every worker; then the server is ready."""
         try:
-            found, broken = self.repository.scan()
-            for folder, reason in broken:
-                log.error("model folder %s cannot be read: %s", folder, reason)
-                self.mark_unavailable(folder.name, None, reason)
-            for settings in found:
-                try:
-                    await self.load_model(settings)
-                except InferlineError as exc:
-                    log.error("model %s failed to load: %s", settings.name, exc.message)
+            await load_found_models(self.repository, self.load_model, self.mark_unavailable)
         finally:
             self._ready = True
             await self._broadcast("set_ready")
