@@ -17,7 +17,10 @@ parallel inference worker process beside its REST/gRPC process), and drives both
 closed-loop load generator, row by row, alternating inferline, MLServer, inferline, MLServer
 (`--rounds`, median over rounds). Both servers stay up during a phase; an idle one uses well
 under 1 % of a core. REST rows use `wrk` when it is installed (`apt-get install wrk`; a Lua
-script posts the body), else `inferline bench`; gRPC rows use `inferline bench`. The batching
+script posts the body), else `inferline bench`; gRPC rows use `h2load` when it is installed
+(`apt-get install nghttp2-client`; it posts the gRPC-framed request over HTTP/2), else
+`inferline bench`. Both C clients cost a few microseconds of CPU a request, where a Python client
+costs 40-250 us, which the servers would otherwise lose on a 2-core machine. The batching
 row starts both servers again with `max_batch_size` / `max_batch_time` set in the same
 model-settings.json.
 
@@ -39,6 +42,7 @@ import shlex
 import shutil
 import signal
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -60,6 +64,22 @@ REQUEST = {
     "inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}]
 }
 CONCURRENCIES = (1, 8, 32)
+GRPC_PATH = "/inference.GRPCInferenceService/ModelInfer"
+
+
+def grpc_request_body() -> bytes:
+    """REQUEST as a gRPC message on the wire: a 5-byte frame header and the ModelInferRequest
+    (raw contents, as tritonclient sends them)."""
+    import numpy as np
+
+    from inferline.protocol.proto import inference_pb2 as pb
+
+    (tensor,) = REQUEST["inputs"]
+    message = pb.ModelInferRequest(model_name=MODEL)
+    message.inputs.add(name=tensor["name"], datatype=tensor["datatype"], shape=tensor["shape"])
+    message.raw_input_contents.append(np.asarray(tensor["data"], dtype=np.float32).tobytes())
+    body = message.SerializeToString()
+    return b"\x00" + struct.pack(">I", len(body)) + body
 
 
 # --- the MLServer virtualenv -----------------------------------------------------------------
@@ -241,6 +261,22 @@ def predict(server: Server) -> list:
         return json.load(answer)["outputs"][0]["data"]
 
 
+def check_grpc_body(server: Server, expected: list) -> None:
+    """The exact bytes h2load sends are a request the server answers with OK and the class REST
+    gave (h2load itself cannot see a gRPC error status)."""
+    import grpc
+    import numpy as np
+
+    from inferline.protocol.proto import inference_pb2 as pb
+
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc}") as channel:
+        call = channel.unary_unary(GRPC_PATH)  # bytes in, bytes out
+        answer = pb.ModelInferResponse.FromString(call(grpc_request_body()[5:], timeout=10))
+    got = np.frombuffer(answer.raw_output_contents[0], dtype=np.int64).tolist()
+    if got != expected:
+        fail(f"{server.name} answers h2load's gRPC request with {got}, not {expected}")
+
+
 # Python warnings, as `warnings` prints them (`InconsistentVersionWarning` for a pickle from
 # another scikit-learn version); log records at level WARNING are not what this looks for.
 PYTHON_WARNING = re.compile(r"\b[A-Z]\w*Warning\b")
@@ -314,6 +350,9 @@ class Load:
         self.lua.write_text(WRK_SCRIPT.format(body=json.dumps(REQUEST)))
         self.out = scratch / "bench.json"
         self.bench = shlex.split(args.bench_command)
+        self.grpc_body = scratch / "grpc-request.bin"
+        self.grpc_body.write_bytes(grpc_request_body())
+        self.h2load_log = scratch / "h2load.log"
 
     def rest_client(self) -> str:
         return "wrk" if self.args.wrk else "inferline bench"
@@ -322,6 +361,8 @@ class Load:
         before = server.cpu_seconds()
         if protocol == "rest" and self.args.wrk:
             result = self.wrk(server, concurrency)
+        elif protocol == "grpc" and self.args.h2load:
+            result = self.h2load(server, concurrency)
         else:
             result = self.inferline_bench(server, protocol, concurrency)
         # Over the loaded time (warm-up included), not the wall time: the client's own start-up
@@ -359,6 +400,51 @@ class Load:
             requests=report["requests"],
             errors=report["errors"] + report["non_2xx"],
             client_saturated=client_cpu >= 0.9 * threads,
+        )
+
+    def h2load(self, server: Server, concurrency: int) -> Measurement:
+        """gRPC with h2load: one stream per connection, `concurrency` connections. h2load sees
+        HTTP/2 statuses, not gRPC's (those come in trailers), so `check_grpc_body` makes sure the
+        request is answered with OK before any load."""
+        url = f"http://127.0.0.1:{server.grpc}{GRPC_PATH}"
+
+        def command(seconds: float, log: Path | None = None) -> list[str]:
+            return ["h2load", "-c", str(concurrency), "-m", "1", "-D", f"{seconds:g}",
+                    "-d", str(self.grpc_body), "-H", "content-type: application/grpc",
+                    "-H", "te: trailers", *(["--log-file", str(log)] if log else []),
+                    url]  # fmt: skip
+
+        if self.args.warmup > 0:
+            subprocess.run(command(self.args.warmup), capture_output=True, timeout=120)
+        self.h2load_log.unlink(missing_ok=True)
+        cpu = _children_cpu()
+        done = subprocess.run(
+            command(self.args.duration, self.h2load_log),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        client_cpu = (_children_cpu() - cpu) / self.args.duration
+        if done.returncode != 0 or not self.h2load_log.exists():
+            reason = (done.stderr or done.stdout).strip().splitlines() or ["no output"]
+            return Measurement("h2load", failure=f"h2load failed: {reason[-1]}")
+        # One line per request: start (us since the epoch), HTTP status, duration (us).
+        rows = [line.split("\t") for line in self.h2load_log.read_text().splitlines() if line]
+        latencies = sorted(int(row[2]) / 1000 for row in rows)
+        errors = sum(1 for row in rows if row[1] != "200")
+        summary = re.search(r"(\d+) failed, (\d+) errored, (\d+) timeout", done.stdout)
+        if summary:
+            errors += sum(int(n) for n in summary.groups())
+        if not latencies:
+            return Measurement("h2load", failure="h2load answered no request")
+        return Measurement(
+            "h2load",
+            throughput=len(latencies) / self.args.duration,
+            p50=latencies[len(latencies) // 2],
+            p99=latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+            requests=len(latencies),
+            errors=errors,
+            client_saturated=client_cpu >= 0.9,
         )
 
     def inferline_bench(self, server: Server, protocol: str, concurrency: int) -> Measurement:
@@ -509,6 +595,10 @@ def machine(venv_python: Path, args) -> dict:
     if args.wrk:
         banner = subprocess.run(["wrk", "-v"], capture_output=True, text=True)
         wrk = (banner.stdout or banner.stderr).split(" [")[0].strip()
+    h2load = "not installed"
+    if args.h2load:
+        banner = subprocess.run(["h2load", "--version"], capture_output=True, text=True)
+        h2load = banner.stdout.strip().splitlines()[0] if banner.stdout.strip() else "installed"
     commit = subprocess.run(
         ["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
@@ -523,6 +613,7 @@ def machine(venv_python: Path, args) -> dict:
         "inferline_numpy": numpy.__version__,
         "mlserver": theirs,
         "wrk": wrk,
+        "h2load": h2load,
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
 
@@ -538,7 +629,7 @@ def print_header(info: dict, args) -> None:
         f"MLServer {theirs['mlserver']}, default settings (parallel_workers="
         f"{theirs['parallel_workers']}, debug={theirs['debug']}); scikit-learn "
         f"{info['inferline_sklearn']} / {theirs['scikit-learn']}, numpy {info['inferline_numpy']}"
-        f" / {theirs['numpy']}; wrk: {info['wrk']}"
+        f" / {theirs['numpy']}; wrk: {info['wrk']}; h2load: {info['h2load']}"
     )
     print(
         f"{args.rounds} rounds x {args.duration:g} s (after {args.warmup:g} s warm-up) per server "
@@ -609,6 +700,12 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--wrk-threads", type=int, default=1, help="wrk threads (1)")
     parser.add_argument(
+        "--no-h2load",
+        dest="h2load",
+        action="store_false",
+        help="gRPC with inferline bench, not h2load",
+    )
+    parser.add_argument(
         "--inferline-workers", type=int, help="inferline serve --workers (default: its own, 1)"
     )
     parser.add_argument(
@@ -637,11 +734,13 @@ def parse_args() -> argparse.Namespace:
     if args.rounds < 2:
         parser.error("--rounds must be at least 2")
     args.wrk = args.wrk and shutil.which("wrk") is not None
+    args.h2load = args.h2load and shutil.which("h2load") is not None
     return args
 
 
 def check_bench(args, rows: list[Row]) -> None:
-    if all(row.protocol == "rest" for row in rows) and args.wrk:
+    native = {"rest": args.wrk, "grpc": args.h2load}  # rows a C client drives
+    if all(native[row.protocol] for row in rows):
         return
     command = [*shlex.split(args.bench_command), "--help"]
     try:
@@ -651,7 +750,7 @@ def check_bench(args, rows: list[Row]) -> None:
     if done.returncode != 0:
         fail(
             f"`{args.bench_command}` is not available (exit status {done.returncode}); "
-            "it drives the gRPC rows (and REST rows when wrk is not installed)"
+            "it drives the rows wrk (REST) or h2load (gRPC) cannot, not being installed"
         )
 
 
@@ -684,6 +783,9 @@ def main() -> None:
                 answers = {server.name: predict(server) for server in servers}
                 if len({json.dumps(answer) for answer in answers.values()}) != 1:
                     fail(f"the servers disagree on the same request: {answers}")
+                if args.h2load and any(row.protocol == "grpc" for row in phase_rows):
+                    for server in servers:
+                        check_grpc_body(server, answers[server.name])
                 for row in phase_rows:
                     for round_ in range(args.rounds):
                         for server in servers:  # A B A B
