@@ -39,7 +39,7 @@ from inferline.protocol.errors import BadRequest, InferlineError, ModelLoadError
 from inferline.protocol.types import InferenceRequest, InferenceResponse, ModelMetadata
 from inferline.runtimes.base import Runtime
 from inferline.runtimes.common import declared, require
-from inferline.runtimes.explainer import RemoteInferenceError, RemoteModel
+from inferline.runtimes.explainer import EXTRA_KEYS, RemoteInferenceError, RemoteModel
 from inferline.runtimes.extra_keys import read_extra
 
 # Seldon's explainer type -> alibi's class, for the explainers that only call the model.
@@ -53,17 +53,6 @@ WHITE_BOX = ("integrated_gradients", "tree_shap", "tree_partial_dependence")
 BATCH_BY_DEFAULT = {"kernel_shap"}
 log = logging.getLogger(__name__)
 
-_EXTRA_KEYS = {
-    "explainer_type",
-    "infer_uri",
-    "infer_output",
-    "ssl_verify_path",
-    "timeout",
-    "init_parameters",
-    "explain_parameters",
-    "explainer_batch",
-}
-
 
 class AlibiExplainRuntime(Runtime):
     batchable = False  # one explanation document per request
@@ -71,7 +60,7 @@ class AlibiExplainRuntime(Runtime):
     remote: RemoteModel | None = None
 
     async def load(self) -> None:
-        extra = read_extra(self.settings.extra, _EXTRA_KEYS, self.name, "alibi-explain")
+        extra = read_extra(self.settings.extra, EXTRA_KEYS, self.name, "alibi-explain")
         explainer_type = extra.get("explainer_type")
         if explainer_type in WHITE_BOX:
             raise self._error(

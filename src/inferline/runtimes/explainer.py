@@ -69,7 +69,8 @@ DEFAULT_INPUT_NAME = "predict"  # MLServer's black-box runtime's default too
 SKIP_LOGGING_HEADER = "Seldon-Skip-Logging"
 # feature_importance sends rows x features x background rows to the model in one request.
 MAX_REPLACED_ROWS = 200_000
-_EXTRA_KEYS = {
+# MLServer's black-box explainer settings (`parameters.extra`); the Alibi runtime reads the same.
+EXTRA_KEYS = {
     "explainer_type",
     "infer_uri",
     "infer_output",
@@ -390,7 +391,7 @@ class ExplainerRuntime(Runtime):
 
     async def load(self) -> None:
         # Keys for others (a Seldon Model's free parameters) are logged and ignored.
-        extra = read_extra(self.settings.extra, _EXTRA_KEYS, self.name, "explainer")
+        extra = read_extra(self.settings.extra, EXTRA_KEYS, self.name, "explainer")
         explainer_type = extra.get("explainer_type")
         if explainer_type not in EXPLAINERS:
             raise self._error(
