@@ -60,7 +60,12 @@ def _topic_parts(spec: TargetSpec) -> tuple[bool, str]:
     return kind == "pipeline", TopicNames(prefix, namespace).errors
 
 
-class KafkaTarget:
+class _TopicExchange:
+    """What both topic targets keep: the request's headers, the calls waiting for their key, and
+    the keys they send (`partitions` is set by `open`, from the inputs topic)."""
+
+    partitions = 1
+
     def __init__(self, spec: TargetSpec):
         self.spec = spec
         self.pipeline, self.errors_topic = _topic_parts(spec)
@@ -70,6 +75,24 @@ class KafkaTarget:
         self.waiters: dict[bytes, asyncio.Future] = {}
         self.sent = 0
         self.run_id = f"bench-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+    def _next_key(self) -> tuple[int, bytes]:
+        """The partition and key of the next request, spread over the partitions in turn."""
+        self.sent += 1
+        partition = self.sent % self.partitions
+        return partition, message_key(partition, self.spec.name, f"{self.run_id}-{self.sent}")
+
+    def _answer(self, key, topic: str, headers, value) -> None:
+        answer(self.waiters, self.errors_topic, key, topic, headers, value)
+
+    def _timed_out(self) -> Outcome:
+        topic, limit = self.spec.output_topic, self.spec.timeout
+        return "timeout", f"no answer on {topic} within {limit:g} s"
+
+
+class KafkaTarget(_TopicExchange):
+    def __init__(self, spec: TargetSpec):
+        super().__init__(spec)
         self._stop = threading.Event()
 
     async def open(self) -> None:
@@ -135,12 +158,10 @@ class KafkaTarget:
 
     def _deliver(self, answers) -> None:
         for key, topic, headers, value in answers:
-            answer(self.waiters, self.errors_topic, key, topic, headers, value)
+            self._answer(key, topic, headers, value)
 
     async def call(self) -> Outcome:
-        self.sent += 1
-        partition = self.sent % self.partitions
-        key = message_key(partition, self.spec.name, f"{self.run_id}-{self.sent}")
+        partition, key = self._next_key()
         waiter = self.loop.create_future()
         self.waiters[key] = waiter
         try:
@@ -160,8 +181,7 @@ class KafkaTarget:
             async with asyncio.timeout(self.spec.timeout):
                 return await waiter
         except TimeoutError:
-            topic, limit = self.spec.output_topic, self.spec.timeout
-            return "timeout", f"no answer on {topic} within {limit:g} s"
+            return self._timed_out()
         finally:
             self.waiters.pop(key, None)
 
@@ -177,19 +197,12 @@ class KafkaTarget:
         self.consumer.close()
 
 
-class BusTarget:
+class BusTarget(_TopicExchange):
     """The same exchange on an `inferline.bus.base.Bus` (embedded or Kafka), on its own loop."""
 
     def __init__(self, bus, spec: TargetSpec):
+        super().__init__(spec)
         self.bus = bus
-        self.spec = spec
-        self.pipeline, self.errors_topic = _topic_parts(spec)
-        self.headers = [(k.lower(), v.encode()) for k, v in spec.headers]
-        if self.pipeline:
-            self.headers.append((PIPELINE_HEADER, spec.name.encode()))
-        self.waiters: dict[bytes, asyncio.Future] = {}
-        self.sent = 0
-        self.run_id = f"bench-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.consumer = None
         self.reader: asyncio.Task | None = None
 
@@ -212,19 +225,10 @@ class BusTarget:
     async def _read(self) -> None:
         while True:
             for message in await self.consumer.poll(0.1):
-                answer(
-                    self.waiters,
-                    self.errors_topic,
-                    message.key,
-                    message.topic,
-                    message.headers,
-                    message.value,
-                )
+                self._answer(message.key, message.topic, message.headers, message.value)
 
     async def call(self) -> Outcome:
-        self.sent += 1
-        partition = self.sent % self.partitions
-        key = message_key(partition, self.spec.name, f"{self.run_id}-{self.sent}")
+        partition, key = self._next_key()
         waiter = asyncio.get_running_loop().create_future()
         self.waiters[key] = waiter
         try:
@@ -238,8 +242,7 @@ class BusTarget:
                 )
                 return await waiter
         except TimeoutError:
-            topic, limit = self.spec.output_topic, self.spec.timeout
-            return "timeout", f"no answer on {topic} within {limit:g} s"
+            return self._timed_out()
         finally:
             self.waiters.pop(key, None)
 
