@@ -204,14 +204,17 @@ async def _exchange(reader, writer, request: bytes) -> None:
         await reader.readuntil(b"0\r\n\r\n")
 
 
-def _request(path: str) -> bytes:
+def _request(path: str, body: bytes) -> bytes:
     head = f"POST {path} HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\n"
-    return (head + f"content-length: {len(BODY)}\r\n\r\n").encode() + BODY
+    return (head + f"content-length: {len(body)}\r\n\r\n").encode() + body
 
 
-async def rest_load(port: int, path: str, clients: int, seconds: float) -> tuple[float, ...]:
-    """(req/s, p50 us, p99 us) with `clients` keep-alive connections for `seconds`."""
-    request, times = _request(path), []
+async def rest_load(
+    port: int, path: str, clients: int, seconds: float, body: bytes = BODY
+) -> tuple[float, ...]:
+    """(req/s, p50 us, p99 us) with `clients` keep-alive connections for `seconds`, each POSTing
+    `body` to `path` as soon as its last answer is in."""
+    request, times = _request(path, body), []
     connections = [await asyncio.open_connection("127.0.0.1", port) for _ in range(clients)]
     for reader, writer in connections:  # warm: first request on each connection
         await _exchange(reader, writer, request)
@@ -227,10 +230,10 @@ async def rest_load(port: int, path: str, clients: int, seconds: float) -> tuple
     elapsed = time.perf_counter() - began
     for _, writer in connections:
         writer.close()
-    return len(times) / elapsed, *_percentiles(times)
+    return len(times) / elapsed, *percentiles(times)
 
 
-def _percentiles(times: list[float]) -> tuple[float, float]:
+def percentiles(times: list[float]) -> tuple[float, float]:
     return statistics.median(times) * 1e6, float(np.percentile(times, 99)) * 1e6
 
 
@@ -256,7 +259,7 @@ async def grpc_load(port: int, model: str, clients: int, seconds: float) -> tupl
         began = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(clients)))
         elapsed = time.perf_counter() - began
-    return len(times) / elapsed, *_percentiles(times)
+    return len(times) / elapsed, *percentiles(times)
 
 
 # --- the table -------------------------------------------------------------------------------

@@ -46,6 +46,11 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+# The router benchmark's closed-loop REST client (wrk's load from an asyncio loop, for machines
+# without wrk; it needs a core of its own at high rates). Scripts here run with benchmarks/ on
+# sys.path.
+from router_overhead import percentiles, rest_load
+
 ROW = [5.1, 3.5, 1.4, 0.2]
 REST_BODY = orjson.dumps(
     {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP32", "data": ROW}]}
@@ -141,39 +146,6 @@ def _wrk_percentile(out: str, which: str) -> float:
     return float(value) * {"us": 1, "ms": 1e3, "s": 1e6, "m": 6e7}[unit]
 
 
-async def _exchange(reader, writer, request: bytes) -> None:
-    writer.write(request)
-    head = await reader.readuntil(b"\r\n\r\n")
-    if not head.startswith(b"HTTP/1.1 200"):
-        raise RuntimeError(f"server answered {head!r}")
-    length = re.search(rb"(?i)content-length:\s*(\d+)", head)
-    await reader.readexactly(int(length.group(1)))
-
-
-async def rest_load_asyncio(port: int, clients: int, seconds: float) -> tuple[float, ...]:
-    """The same load as wrk's from an asyncio loop (the router_overhead.py client), for
-    machines without wrk; it needs a core of its own at high rates."""
-    head = f"POST {INFER_PATH} HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\n"
-    request = (head + f"content-length: {len(REST_BODY)}\r\n\r\n").encode() + REST_BODY
-    connections = [await asyncio.open_connection("127.0.0.1", port) for _ in range(clients)]
-    for reader, writer in connections:
-        await _exchange(reader, writer, request)
-    times: list[float] = []
-    end = time.perf_counter() + seconds
-
-    async def client(reader, writer):
-        while (start := time.perf_counter()) < end:
-            await _exchange(reader, writer, request)
-            times.append(time.perf_counter() - start)
-
-    began = time.perf_counter()
-    await asyncio.gather(*(client(*c) for c in connections))
-    elapsed = time.perf_counter() - began
-    for _, writer in connections:
-        writer.close()
-    return len(times) / elapsed, *_percentiles(times)
-
-
 async def grpc_load(port: int, clients: int, seconds: float) -> tuple[float, ...]:
     import grpc
 
@@ -192,11 +164,7 @@ async def grpc_load(port: int, clients: int, seconds: float) -> tuple[float, ...
         began = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(clients)))
         elapsed = time.perf_counter() - began
-    return len(times) / elapsed, *_percentiles(times)
-
-
-def _percentiles(times: list[float]) -> tuple[float, float]:
-    return statistics.median(times) * 1e6, float(np.percentile(times, 99)) * 1e6
+    return len(times) / elapsed, *percentiles(times)
 
 
 def load(transport: str, server: Server, clients: int, seconds: float, wrk_script: Path | None):
@@ -207,7 +175,7 @@ def load(transport: str, server: Server, clients: int, seconds: float, wrk_scrip
     elif wrk_script is not None:
         result = rest_load_wrk(server.http, clients, seconds, wrk_script)
     else:
-        result = asyncio.run(rest_load_asyncio(server.http, clients, seconds))
+        result = asyncio.run(rest_load(server.http, INFER_PATH, clients, seconds, REST_BODY))
     per_request = (server.cpu_seconds() - cpu) / (result[0] * seconds) * 1e6
     return *result, per_request
 

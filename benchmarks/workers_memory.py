@@ -17,8 +17,6 @@ one process would give back.
 import argparse
 import gc
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,7 +26,8 @@ import joblib
 import numpy as np
 from sklearn.ensemble import RandomForestClassifier
 
-from inferline.demo import free_port, wait_until_ready
+# benchmarks/ is on sys.path when a script here runs.
+from workers_scaling import start_server
 
 MiB = 1024 * 1024
 
@@ -76,16 +75,8 @@ def request(rows: np.ndarray) -> dict:
 
 
 def measure_server(models: Path, workers: int, model: str | None, rows, log: Path) -> list:
-    http_port, grpc_port = free_port(), free_port()
-    command = [
-        sys.executable, "-m", "inferline", "serve", str(models), "--host", "127.0.0.1",
-        "--http-port", str(http_port), "--grpc-port", str(grpc_port),
-        "--workers", str(workers), "--log-level", "WARNING",
-    ]  # fmt: skip
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    process, http_port = start_server(models, workers, log, timeout=180)
     try:
-        wait_until_ready(http_port, process, timeout=180)
         if model:
             # Fresh connections, so every worker answers some.
             for _ in range(40):

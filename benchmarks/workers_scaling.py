@@ -79,7 +79,10 @@ def requests(burn_ms: float) -> dict[str, dict]:
     }
 
 
-def start_server(models: Path, workers: int, log_path: Path) -> tuple[subprocess.Popen, int]:
+def start_server(
+    models: Path, workers: int, log_path: Path, timeout: float = 120
+) -> tuple[subprocess.Popen, int]:
+    """`inferline serve --workers` on free ports, once ready: the process and its REST port."""
     http_port, grpc_port = free_port(), free_port()
     command = [
         sys.executable, "-m", "inferline", "serve", str(models), "--host", "127.0.0.1",
@@ -88,7 +91,7 @@ def start_server(models: Path, workers: int, log_path: Path) -> tuple[subprocess
     ]  # fmt: skip
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    wait_until_ready(http_port, process, timeout=120)
+    wait_until_ready(http_port, process, timeout=timeout)
     return process, http_port
 
 
