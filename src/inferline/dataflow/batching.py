@@ -9,12 +9,16 @@ When it does not, the answer is passed on whole under the last request's key, as
 does: the earlier requests of that batch then get nothing from that branch.
 
 A batch is sent once it holds `size` rows or, when `windowMs` is set, that long after its first
-request arrived, whichever comes first.
+request arrived, whichever comes first. Only requests of one layout (tensor names, datatypes and
+shapes after the first dimension) merge; each layout fills a batch of its own, as the model
+server's adaptive batching does, so one malformed request neither cuts a batch short (a drift test
+on fewer rows than asked for) nor joins it. A request with a scalar tensor cannot be concatenated
+and goes on its own at once.
 """
 
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,68 +51,87 @@ class Batch:
     headers: list[tuple[str, bytes]]
 
 
+@dataclass(slots=True)
+class _Held:
+    """The requests of one layout waiting to be sent, and when the first of them arrived."""
+
+    started: float
+    items: list[BatchItem] = field(default_factory=list)
+
+
 @dataclass
 class Batcher:
     size: int
     window_ms: int | None = None
     clock: Callable[[], float] = time.monotonic
-    items: list[BatchItem] = field(default_factory=list)
-    started: float | None = None
+    # One batch per layout, in the order their first requests arrived.
+    held: dict[Hashable, _Held] = field(default_factory=dict)
 
     def add(self, item: BatchItem) -> list[Batch]:
-        flushed: list[Batch] = []
-        if self.items and not _compatible(self.items[0].message, item.message):
-            # Tensors of another layout cannot be merged: send what we hold, start anew.
-            flushed = self.flush()
-        if not self.items:
-            self.started = self.clock()
-        self.items.append(item)
-        if sum(i.rows for i in self.items) >= self.size:
-            return flushed + self.flush()
-        return flushed
-
-    def expire(self) -> list[Batch]:
-        deadline = self.deadline()
-        if deadline is not None and self.clock() >= deadline:
-            return self.flush()
+        layout = _layout(item.message)
+        if layout is None:
+            return [_merge([item])]
+        held = self.held.get(layout)
+        if held is None:
+            held = self.held[layout] = _Held(self.clock())
+        held.items.append(item)
+        if sum(i.rows for i in held.items) >= self.size:
+            del self.held[layout]
+            return [_merge(held.items)]
         return []
 
+    def expire(self) -> list[Batch]:
+        if self.window_ms is None:
+            return []
+        now = self.clock()
+        due = [layout for layout, held in self.held.items() if now >= self._deadline(held)]
+        return [_merge(self.held.pop(layout).items) for layout in due]
+
     def deadline(self) -> float | None:
-        if not self.items or self.window_ms is None or self.started is None:
+        if self.window_ms is None:
             return None
-        return self.started + self.window_ms / 1000
+        return min((self._deadline(held) for held in self.held.values()), default=None)
+
+    def held_items(self) -> list[BatchItem]:
+        return [item for held in self.held.values() for item in held.items]
 
     def held_positions(self) -> list[tuple[TopicPartition, int]]:
-        return [position for item in self.items for position in item.positions]
+        return [position for item in self.held_items() for position in item.positions]
 
     def flush(self) -> list[Batch]:
-        items, self.items, self.started = self.items, [], None
-        if not items:
-            return []
-        last = items[-1]
-        if len(items) == 1:
-            # One request alone goes as it is (a scalar tensor cannot be concatenated).
-            tensors = list(last.message.tensors)
-        else:
-            tensors = [
-                Tensor.from_numpy(
-                    t.name,
-                    np.concatenate([i.message.tensors[n].data for i in items], axis=0),
-                    t.datatype,
-                    t.parameters,
-                )
-                for n, t in enumerate(items[0].message.tensors)
-            ]
-        members = [[i.key.decode(errors="replace"), i.rows, _request_id(i.headers)] for i in items]
-        headers = [*last.headers, (BATCH_HEADER, orjson.dumps(members))]
-        merged = TensorMessage(tensors, last.message.id, last.message.parameters)
-        return [Batch(last.key, merged, headers)]
+        held, self.held = self.held, {}
+        return [_merge(h.items) for h in held.values()]
+
+    def _deadline(self, held: _Held) -> float:
+        return held.started + self.window_ms / 1000
 
 
-def _compatible(a: TensorMessage, b: TensorMessage) -> bool:
-    return [(t.name, t.datatype, t.shape[1:]) for t in a.tensors] == [
-        (t.name, t.datatype, t.shape[1:]) for t in b.tensors
-    ] and all(t.shape for t in (*a.tensors, *b.tensors))
+def _merge(items: list[BatchItem]) -> Batch:
+    """One request holding every item's rows, under the last item's key."""
+    last = items[-1]
+    if len(items) == 1:
+        tensors = list(last.message.tensors)
+    else:
+        tensors = [
+            Tensor.from_numpy(
+                t.name,
+                np.concatenate([i.message.tensors[n].data for i in items], axis=0),
+                t.datatype,
+                t.parameters,
+            )
+            for n, t in enumerate(items[0].message.tensors)
+        ]
+    members = [[i.key.decode(errors="replace"), i.rows, _request_id(i.headers)] for i in items]
+    headers = [*last.headers, (BATCH_HEADER, orjson.dumps(members))]
+    merged = TensorMessage(tensors, last.message.id, last.message.parameters)
+    return Batch(last.key, merged, headers)
+
+
+def _layout(message: TensorMessage) -> Hashable | None:
+    """What requests must share to be merged; None when the message cannot be merged at all."""
+    if not all(t.shape for t in message.tensors):
+        return None
+    return tuple((t.name, t.datatype, tuple(t.shape[1:])) for t in message.tensors)
 
 
 def _request_id(headers: list[tuple[str, bytes]]) -> str:

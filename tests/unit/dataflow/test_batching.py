@@ -64,7 +64,7 @@ def test_flushes_once_size_rows_are_held():
     assert tensor.datatype == "FP32"
     assert tensor.shape == [4, 2]
     np.testing.assert_array_equal(tensor.data, [[1, 2], [3, 4], [5, 6], [7, 8]])
-    assert batcher.items == []
+    assert batcher.held_items() == []
     assert batcher.held_positions() == []
     assert batcher.deadline() is None
 
@@ -124,29 +124,70 @@ def test_without_a_window_a_partial_batch_waits():
     clock.now += 3600
     assert batcher.deadline() is None
     assert batcher.expire() == []
-    assert len(batcher.items) == 1
+    assert len(batcher.held_items()) == 1
 
 
-def test_incompatible_layouts_are_kept_apart():
-    batcher = Batcher(size=3, clock=Clock())
-    batcher.add(item("0.p.a", [[1.0, 2.0]]))
-    # Another trailing shape: the held batch goes on alone, the new request starts a new one.
-    (first,) = batcher.add(item("0.p.b", [[1.0, 2.0, 3.0]]))
-    assert first.key == b"0.p.a"
-    assert first.message.tensors[0].shape == [1, 2]
-    assert [i.key for i in batcher.items] == [b"0.p.b"]
-    # Another datatype.
-    (second,) = batcher.add(item("0.p.c", [[1, 2, 3]], dtype=np.int64))
-    assert second.key == b"0.p.b"
-    # Another tensor name.
-    (third,) = batcher.add(item("0.p.d", [[1, 2, 3]], dtype=np.int64, name="other"))
-    assert third.key == b"0.p.c"
-    # Another set of tensors.
-    (fourth,) = batcher.add(
-        item("0.p.e", [[1, 2, 3]], dtype=np.int64, name="other", extra={"x": [1]})
+def test_each_layout_fills_a_batch_of_its_own():
+    batcher = Batcher(size=2, clock=Clock())
+    assert batcher.add(item("0.p.a", [[1.0, 2.0]])) == []
+    # Another trailing shape, datatype, tensor name or set of tensors: none joins the held batch
+    # or sends it early.
+    assert batcher.add(item("0.p.b", [[1.0, 2.0, 3.0]])) == []
+    assert batcher.add(item("0.p.c", [[1, 2, 3]], dtype=np.int64)) == []
+    assert batcher.add(item("0.p.d", [[1, 2, 3]], dtype=np.int64, name="other")) == []
+    assert (
+        batcher.add(item("0.p.e", [[1, 2]], dtype=np.int64, name="other", extra={"x": [1]})) == []
     )
-    assert fourth.key == b"0.p.d"
-    assert [i.key for i in batcher.items] == [b"0.p.e"]
+    assert [i.key for i in batcher.held_items()] == [
+        b"0.p.a",
+        b"0.p.b",
+        b"0.p.c",
+        b"0.p.d",
+        b"0.p.e",
+    ]
+    # The second request of the first layout completes that batch, and only that one.
+    (batch,) = batcher.add(item("0.p.f", [[5.0, 6.0]]))
+    assert [m[0] for m in header(batch)] == ["0.p.a", "0.p.f"]
+    np.testing.assert_array_equal(batch.message.tensors[0].data, [[1.0, 2.0], [5.0, 6.0]])
+    assert [i.key for i in batcher.held_items()] == [b"0.p.b", b"0.p.c", b"0.p.d", b"0.p.e"]
+
+
+def test_a_malformed_request_does_not_cut_a_batch_short():
+    batcher = Batcher(size=3, clock=Clock())
+    sent = batcher.add(item("0.p.a", [[1.0, 2.0]]))
+    sent += batcher.add(item("0.p.bad", [[1.0, 2.0, 3.0]]))
+    sent += batcher.add(item("0.p.b", [[3.0, 4.0]]))
+    sent += batcher.add(item("0.p.c", [[5.0, 6.0]]))
+    (batch,) = sent
+    assert batch.message.tensors[0].shape == [3, 2]
+    assert [m[0] for m in header(batch)] == ["0.p.a", "0.p.b", "0.p.c"]
+    assert [i.key for i in batcher.held_items()] == [b"0.p.bad"]
+
+
+def test_each_layout_has_its_own_window():
+    clock = Clock()
+    batcher = Batcher(size=10, window_ms=100, clock=clock)
+    batcher.add(item("0.p.a", [[1.0]]))
+    clock.now += 0.06
+    batcher.add(item("0.p.b", [[1.0, 2.0]]))
+    assert batcher.deadline() == pytest.approx(50.1)
+    clock.now += 0.05
+    (first,) = batcher.expire()
+    assert first.key == b"0.p.a"
+    assert batcher.deadline() == pytest.approx(50.16)
+    clock.now += 0.06
+    (second,) = batcher.expire()
+    assert second.key == b"0.p.b"
+    assert batcher.deadline() is None
+
+
+def test_held_positions_cover_every_layout():
+    batcher = Batcher(size=10, clock=Clock())
+    batcher.add(item("0.p.a", [[1.0]], offset=4))
+    batcher.add(item("0.p.b", [[1.0, 2.0]], offset=5))
+    assert batcher.held_positions() == [(TP, 4), (TP, 5)]
+    assert [b.key for b in batcher.flush()] == [b"0.p.a", b"0.p.b"]
+    assert batcher.held_positions() == []
 
 
 def test_compatible_requests_merge_every_tensor():
@@ -160,23 +201,24 @@ def test_compatible_requests_merge_every_tensor():
     np.testing.assert_array_equal(batch.message.tensors[1].data, [True, False])
 
 
-def test_an_incompatible_request_that_fills_a_batch_is_sent_at_once():
+def test_a_request_of_another_layout_that_fills_a_batch_is_sent_at_once():
     batcher = Batcher(size=2, clock=Clock())
     batcher.add(item("0.p.a", [[1.0]]))
     sent = batcher.add(item("0.p.b", [[1.0, 2.0], [3.0, 4.0]]))
-    assert [b.key for b in sent] == [b"0.p.a", b"0.p.b"], "the new request holds size rows"
-    assert batcher.items == []
+    assert [b.key for b in sent] == [b"0.p.b"], "the new request holds size rows"
+    assert [i.key for i in batcher.held_items()] == [b"0.p.a"]
 
 
-def test_scalar_tensors_are_not_merged_and_do_not_break_the_batcher():
+def test_scalar_tensors_go_alone_at_once_and_do_not_break_the_batcher():
     batcher = Batcher(size=2, clock=Clock())
     sent = batcher.add(item("0.p.a", 1.0))
     sent += batcher.add(item("0.p.b", 2.0))
-    sent += batcher.add(item("0.p.c", [3.0]))
-    sent += batcher.flush()
-    assert [b.key for b in sent] == [b"0.p.a", b"0.p.b", b"0.p.c"]
-    assert [b.message.tensors[0].shape for b in sent] == [[], [], [1]]
-    assert [float(b.message.tensors[0].data.ravel()[0]) for b in sent] == [1.0, 2.0, 3.0]
+    assert [b.key for b in sent] == [b"0.p.a", b"0.p.b"]
+    assert batcher.add(item("0.p.c", [3.0])) == []
+    (last,) = batcher.add(item("0.p.d", [4.0]))
+    assert [b.message.tensors[0].shape for b in sent] == [[], []]
+    assert [float(b.message.tensors[0].data.ravel()[0]) for b in sent] == [1.0, 2.0]
+    np.testing.assert_array_equal(last.message.tensors[0].data, [3.0, 4.0])
 
 
 def test_flush_of_nothing_is_nothing():
