@@ -26,7 +26,11 @@ model-settings.json.
 
 Rows: REST and gRPC at concurrency 1, 8 and 32, and REST at concurrency 32 with adaptive
 batching on both. Targets (issue 6): REST c=32 at least 4x MLServer's throughput, REST c=1 p50
-at most a third of MLServer's, gRPC c=32 at least 3x, batching REST c=32 at least 2x.
+at most a third of MLServer's, gRPC c=32 at least 3x, batching REST c=32 at least 2x. The
+"2 workers" rows serve REST and gRPC at concurrency 32 from `inferline serve --workers 2`: two
+processes, as many as MLServer's default runs (its REST/gRPC process and one inference worker),
+so that pair compares the servers at equal process count; the plain rows compare inferline's
+one-process default with MLServer's two.
 
 Client and servers share the machine, so absolute figures depend on it and on whatever else
 runs: compare the columns of one run, and rerun on a quiet machine before quoting.
@@ -58,6 +62,7 @@ HERE = Path(__file__).resolve().parent
 WORK = HERE / ".work"
 VENV = WORK / "venv-mlserver"
 MLSERVER = ["mlserver==1.7.1", "mlserver-sklearn==1.7.1", "uvloop<0.22"]
+GROUPS = ("rest", "grpc", "batching", "workers")
 MODEL = "iris"
 # One flower, one row per request: the issue's earlier measurements used the same payload.
 REQUEST = {
@@ -490,7 +495,7 @@ class Row:
     label: str
     protocol: str  # rest | grpc
     concurrency: int
-    phase: str  # plain | batching
+    phase: str  # plain | batching | workers
     # (what, bound): "throughput" ratio at least bound, or "p50" ratio at most bound
     target: tuple[str, float] | None = None
     runs: dict[str, list[Measurement]] = field(
@@ -509,6 +514,9 @@ def plan(groups: list[str]) -> list[Row]:
                 rows.append(Row(label, protocol, c, "plain", targets.get((protocol, c))))
     if "batching" in groups:
         rows.append(Row("batching REST c=32", "rest", 32, "batching", ("throughput", 2.0)))
+    if "workers" in groups:
+        rows.append(Row("REST c=32, 2 workers", "rest", 32, "workers"))
+        rows.append(Row("gRPC c=32, 2 workers", "grpc", 32, "workers", ("throughput", 3.0)))
     return rows
 
 
@@ -636,6 +644,7 @@ def print_header(info: dict, args) -> None:
         f"and row, inferline and MLServer alternating; medians over rounds, ratios are the "
         f"median of each round's inferline/MLServer. Batching: "
         f"max_batch_size={args.max_batch_size}, max_batch_time={args.max_batch_time:g} s on both."
+        " '2 workers' rows: inferline serve --workers 2, MLServer as in the other rows."
     )
 
 
@@ -644,8 +653,8 @@ def _number(value: float | None, digits: int = 0) -> str:
 
 
 def print_table(summaries: list[dict]) -> None:
-    head = (f"{'':20}{'':17}{'inferline':>28}{'MLServer':>28}   {'inferline/MLServer':<20}\n"
-            f"{'row':20}{'client':17}" + f"{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}" * 2
+    head = (f"{'':22}{'':17}{'inferline':>28}{'MLServer':>28}   {'inferline/MLServer':<20}\n"
+            f"{'row':22}{'client':17}" + f"{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}" * 2
             + f"   {'req/s':>7}{'p50':>7}   target")  # fmt: skip
     print("\n" + head)
     notes = []
@@ -659,7 +668,7 @@ def print_table(summaries: list[dict]) -> None:
         ratio = s["ratio"]
         throughput = "-" if ratio["throughput"] is None else f"{ratio['throughput']:.2f}x"
         p50 = "-" if ratio["p50"] is None else f"{ratio['p50']:.2f}"
-        print(f"{s['row']:20}{client:17}{cells}   {throughput:>7}{p50:>7}   {s['target']}")
+        print(f"{s['row']:22}{client:17}{cells}   {throughput:>7}{p50:>7}   {s['target']}")
         if s["errors"]:
             notes.append(f"{s['row']}: {s['errors']} failed requests (see --json)")
         notes += [f"{s['row']}: {failure}" for failure in s["failures"]]
@@ -686,7 +695,9 @@ def parse_args() -> argparse.Namespace:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 rounds of 3 s")
-    parser.add_argument("--rows", default="rest,grpc,batching", help="groups: rest,grpc,batching")
+    parser.add_argument(
+        "--rows", default=",".join(GROUPS), help=f"groups: {','.join(GROUPS)} (all)"
+    )
     parser.add_argument("--json", type=Path, help="also write every run and the table here")
     parser.add_argument("--rounds", type=int, help="runs per server and row (default 3)")
     parser.add_argument("--duration", type=float, help="seconds measured per run (default 10)")
@@ -706,7 +717,9 @@ def parse_args() -> argparse.Namespace:
         help="gRPC with inferline bench, not h2load",
     )
     parser.add_argument(
-        "--inferline-workers", type=int, help="inferline serve --workers (default: its own, 1)"
+        "--inferline-workers",
+        type=int,
+        help="inferline serve --workers outside the '2 workers' rows (default: its own, 1)",
     )
     parser.add_argument(
         "--mlserver-workers",
@@ -728,9 +741,9 @@ def parse_args() -> argparse.Namespace:
     args.duration = args.duration or (3.0 if quick else 10.0)
     args.warmup = args.warmup if args.warmup is not None else (1.0 if quick else 2.0)
     args.groups = [group.strip() for group in args.rows.split(",") if group.strip()]
-    unknown = set(args.groups) - {"rest", "grpc", "batching"}
+    unknown = set(args.groups) - set(GROUPS)
     if unknown or not args.groups:
-        parser.error(f"--rows takes rest, grpc and batching, comma-separated (got {args.rows!r})")
+        parser.error(f"--rows takes {', '.join(GROUPS)}, comma-separated (got {args.rows!r})")
     if args.rounds < 2:
         parser.error("--rounds must be at least 2")
     args.wrk = args.wrk and shutil.which("wrk") is not None
@@ -769,13 +782,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=WORK) as scratch:
         folders = write_models(Path(scratch) / "models", args.max_batch_size, args.max_batch_time)
         load = Load(args, Path(scratch))
-        for phase in ("plain", "batching"):
+        for phase in ("plain", "batching", "workers"):
             phase_rows = [row for row in rows if row.phase == phase]
             if not phase_rows:
                 continue
+            folder = folders["batching" if phase == "batching" else "plain"]
+            workers = 2 if phase == "workers" else args.inferline_workers
             servers = [
-                start_inferline(folders[phase], logs, phase, args.inferline_workers),
-                start_mlserver(venv_python, folders[phase], logs, phase, args.mlserver_workers),
+                start_inferline(folder, logs, phase, workers),
+                start_mlserver(venv_python, folder, logs, phase, args.mlserver_workers),
             ]
             try:
                 for server in servers:
