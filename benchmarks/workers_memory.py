@@ -1,13 +1,12 @@
-"""Memory of a model server with 1 and with N workers, and what loading before a fork would save.
+"""Memory of a model server with 1 and with N workers, forked from a template or started fresh.
 
 Run it as a script: `python benchmarks/workers_memory.py` (`--help` for the knobs). It trains a
 scikit-learn RandomForest whose saved file is tens of MB (`--trees`), then measures, from
-`/proc/<pid>/smaps_rollup`, every process of:
-
-1. `inferline serve` with no model, with 1 and with N workers (the cost of a worker itself);
-2. `inferline serve` with the forest, with 1 and with N workers (after some requests);
-3. an experiment, not what the server does: one process loads the forest and forks N children
-   that each answer requests with it, so the forest's pages are shared copy-on-write.
+`/proc/<pid>/smaps_rollup`, every process of `inferline serve` with no model and with the forest
+(after some requests), with 1 worker, with N workers forked from the template process that loaded
+the models (the default), and with N workers started fresh (`INFERLINE_FORK_WORKERS=0`, each
+loading its own copy). It also times how long each server took to be ready, and how long after a
+worker is killed its replacement serves.
 
 PSS (proportional set size) splits each shared page between the processes mapping it, so the sum
 of PSS is the real memory of a group of processes; USS (private pages only) is what killing that
@@ -15,8 +14,8 @@ one process would give back.
 """
 
 import argparse
-import gc
 import os
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ import numpy as np
 from sklearn.ensemble import RandomForestClassifier
 
 # benchmarks/ is on sys.path when a script here runs.
-from workers_scaling import start_server
+from workers_scaling import children, descendants, start_server
 
 MiB = 1024 * 1024
 
@@ -40,19 +39,6 @@ def memory(pid: int) -> dict[str, float]:
         fields[name] = int(value.split()[0]) * 1024
     uss = fields["Private_Clean"] + fields["Private_Dirty"]
     return {"rss": fields["Rss"] / MiB, "pss": fields["Pss"] / MiB, "uss": uss / MiB}
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return sorted(found)
 
 
 def train_forest(folder: Path, trees: int) -> np.ndarray:
@@ -74,8 +60,21 @@ def request(rows: np.ndarray) -> dict:
     }
 
 
-def measure_server(models: Path, workers: int, model: str | None, rows, log: Path) -> list:
-    process, http_port = start_server(models, workers, log, timeout=180)
+def roles(parent: int) -> list[tuple[str, int]]:
+    """Every process of a server, with its role."""
+    found = [("parent", parent)]
+    for pid in descendants(parent):
+        template = b"--template" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        found.append(("template" if template and pid in children(parent) else "worker", pid))
+    return found
+
+
+def measure_server(models: Path, workers: int, fork: bool, model: str | None, rows, log: Path):
+    """The memory of each process of the server, the seconds it took to be ready, and the
+    seconds from killing a worker to its replacement serving (None with one worker)."""
+    started = time.monotonic()
+    process, http_port = start_server(models, workers, log, timeout=180, fork=fork)
+    ready = time.monotonic() - started
     try:
         if model:
             # Fresh connections, so every worker answers some.
@@ -86,45 +85,28 @@ def measure_server(models: Path, workers: int, model: str | None, rows, log: Pat
                     )
                     answer.raise_for_status()
         time.sleep(1)
-        pids = [process.pid, *children(process.pid)] if workers > 1 else [process.pid]
-        return [(pid, memory(pid)) for pid in pids]
+        measured = [(role, pid, memory(pid)) for role, pid in roles(process.pid)]
+        replaced = None
+        if workers > 1:
+            victim = next(pid for role, pid, _ in measured if role == "worker")
+            killed = time.monotonic()
+            os.kill(victim, signal.SIGKILL)
+            while "serves again" not in log.read_text():
+                time.sleep(0.02)
+            replaced = time.monotonic() - killed
+        return measured, ready, replaced
     finally:
         process.terminate()
         process.wait(timeout=30)
 
 
-def measure_fork(model_path: Path, workers: int, rows: np.ndarray) -> list:
-    """The experiment: load once, then fork; each child predicts, then waits to be measured."""
-    model = joblib.load(model_path)
-    gc.collect()
-    gc.freeze()  # keep the collector from writing to every object's header in the children
-    pids = []
-    for _ in range(workers):
-        read_end, write_end = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            for _ in range(200):
-                model.predict_proba(rows)
-            os.write(write_end, b"x")
-            time.sleep(600)
-            os._exit(0)
-        os.read(read_end, 1)
-        pids.append(pid)
-    time.sleep(1)
-    result = [(os.getpid(), memory(os.getpid()))] + [(pid, memory(pid)) for pid in pids]
-    for pid in pids:
-        os.kill(pid, 9)
-        os.waitpid(pid, 0)
-    return result
-
-
-def show(title: str, rows: list) -> float:
-    total = sum(m["pss"] for _, m in rows)
-    print(f"{title}: PSS total {total:7.1f} MiB")
-    for index, (pid, m) in enumerate(rows):
-        role = "parent" if index == 0 and len(rows) > 1 else "worker"
+def show(title: str, measured: list, ready: float, replaced: float | None) -> float:
+    total = sum(m["pss"] for _, _, m in measured)
+    after = f", a killed worker serves again after {replaced:.2f} s" if replaced else ""
+    print(f"{title}: PSS total {total:7.1f} MiB; ready after {ready:.1f} s{after}")
+    for role, pid, m in measured:
         print(
-            f"    {role:6} pid {pid:>7}  RSS {m['rss']:7.1f}  PSS {m['pss']:7.1f}  "
+            f"    {role:8} pid {pid:>7}  RSS {m['rss']:7.1f}  PSS {m['pss']:7.1f}  "
             f"USS {m['uss']:7.1f} MiB"
         )
     return total
@@ -136,6 +118,11 @@ def main() -> None:
     parser.add_argument("--trees", type=int, default=300)
     args = parser.parse_args()
     n = args.workers
+    setups = (
+        (1, True, "1 worker"),
+        (n, True, f"{n} forked workers"),
+        (n, False, f"{n} fresh workers"),
+    )
     with tempfile.TemporaryDirectory(prefix="inferline-workers-memory-") as tmp:
         root = Path(tmp)
         (root / "empty").mkdir()
@@ -144,21 +131,14 @@ def main() -> None:
         print(f"RandomForest with {args.trees} trees: model.joblib {size:.1f} MiB\n")
         totals = {}
         for label, folder, model in (("no model", "empty", None), ("forest", "models", "forest")):
-            for workers in (1, n):
-                log = root / f"{label}-{workers}.log"
-                measured = measure_server(root / folder, workers, model, rows, log)
-                totals[(label, workers)] = show(f"serve, {label}, {workers} worker(s)", measured)
-        fork = show(
-            f"experiment: forest loaded once, {n} forked children",
-            measure_fork(root / "models" / "forest" / "model.joblib", n, rows),
-        )
-    model_1 = totals[("forest", 1)] - totals[("no model", 1)]
-    model_n = totals[("forest", n)] - totals[("no model", n)]
-    print(
-        f"\nthe forest costs {model_1:.1f} MiB in 1 worker and {model_n:.1f} MiB in {n} workers "
-        f"(PSS, server with it minus server without); {n} forked children hold it in "
-        f"{fork:.1f} MiB in all, parent included"
-    )
+            for workers, fork, name in setups:
+                log = root / f"{label}-{name}.log".replace(" ", "-")
+                measured = measure_server(root / folder, workers, fork, model, rows, log)
+                totals[(label, name)] = show(f"serve, {label}, {name}", *measured)
+    print("\nwhat the forest costs (PSS, server with it minus server without):")
+    for _, _, name in setups:
+        cost = totals[("forest", name)] - totals[("no model", name)]
+        print(f"    {name:18} {cost:7.1f} MiB   (server total {totals[('forest', name)]:7.1f} MiB)")
 
 
 if __name__ == "__main__":

@@ -80,33 +80,49 @@ def requests(burn_ms: float) -> dict[str, dict]:
 
 
 def start_server(
-    models: Path, workers: int, log_path: Path, timeout: float = 120
+    models: Path, workers: int, log_path: Path, timeout: float = 120, fork: bool = True
 ) -> tuple[subprocess.Popen, int]:
-    """`inferline serve --workers` on free ports, once ready: the process and its REST port."""
+    """`inferline serve --workers` on free ports, once ready: the process and its REST port.
+    With `fork=False` the workers are started fresh (`INFERLINE_FORK_WORKERS=0`), each loading
+    its own models, instead of forked from the template process that loaded them."""
     http_port, grpc_port = free_port(), free_port()
     command = [
         sys.executable, "-m", "inferline", "serve", str(models), "--host", "127.0.0.1",
         "--http-port", str(http_port), "--grpc-port", str(grpc_port),
         "--workers", str(workers), "--log-level", "WARNING",
     ]  # fmt: skip
+    env = {**os.environ, "INFERLINE_FORK_WORKERS": "1" if fork else "0"}
     with log_path.open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     wait_until_ready(http_port, process, timeout=timeout)
     return process, http_port
 
 
-def server_cpu(pid: int) -> list[float]:
-    """CPU seconds used so far by the server process and each of its children (the workers)."""
-    pids = [pid]
+def children(pid: int) -> list[int]:
+    found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    pids.append(int(entry.name))
+                    found.append(int(entry.name))
             except OSError:
                 continue
+    return sorted(found)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid`: the template and the workers forked from it, or the workers
+    started fresh."""
+    found = []
+    for child in children(pid):
+        found += [child, *descendants(child)]
+    return found
+
+
+def server_cpu(pid: int) -> list[float]:
+    """CPU seconds used so far by the server process and each of its descendants."""
     seconds = []
-    for each in pids:
+    for each in [pid, *descendants(pid)]:
         try:
             fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:

@@ -1,4 +1,5 @@
-"""`inferline serve --workers 2`: worker processes on the same ports, sharing the load.
+"""`inferline serve --workers 2`: worker processes on the same ports, sharing the load, forked
+from a template process that loaded the models, so they share the models' memory.
 
 The model burns CPU for as long as the request asks and answers with the pid of the worker that
 ran it and the wall-clock interval it ran in, so the tests see which process answered and that
@@ -89,10 +90,33 @@ def children(pid: int) -> set[int]:
     return found
 
 
-def new_child(pid: int, known: set[int]) -> int | None:
-    """A child process of `pid` that is not one of `known`, if there is one."""
-    new = children(pid) - known
+def workers_of(parent: int) -> set[int]:
+    """The worker processes of a server: the children of its template process (started with
+    `--template`), or the parent's own children when the workers were started fresh."""
+    found = set()
+    for child in children(parent):
+        with contextlib.suppress(OSError):
+            if b"--template" in Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0"):
+                found |= children(child)
+                continue
+        found.add(child)
+    return found
+
+
+def new_worker(parent: int, known: set[int]) -> int | None:
+    """A worker of the server that is not one of `known`, if there is one."""
+    new = workers_of(parent) - known
     return new.pop() if new else None
+
+
+def pss_mib(pids: set[int]) -> float:
+    """The memory of a group of processes: the sum of their PSS, in MiB."""
+    total = 0
+    for pid in pids:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                total += int(line.split()[1])
+    return total / 1024
 
 
 def running(pid: int) -> bool:
@@ -142,7 +166,7 @@ def clients_per_worker(server, pids: set[int]) -> dict[int, httpx.Client]:
 
 
 def test_every_worker_answers_and_two_work_at_once(server):
-    workers = children(server.process.pid)
+    workers = workers_of(server.process.pid)
     assert len(workers) == WORKERS, f"expected {WORKERS} worker processes, found {workers}"
     # A connection left idle past the server's keep-alive (5 s, on a loaded machine) is opened
     # again by httpx and may land on the other worker: then try again.
@@ -178,7 +202,7 @@ def burst(server, clients: dict[int, httpx.Client]) -> dict[int, list[float]]:
 
 
 def test_grpc_channels_reach_every_worker(server):
-    workers = children(server.process.pid)
+    workers = workers_of(server.process.pid)
     seen = set()
     seconds = grpcclient.InferInput("seconds", [1], "FP32")
     seconds.set_data_from_numpy(np.array([0.0], dtype=np.float32))
@@ -196,7 +220,7 @@ def test_grpc_channels_reach_every_worker(server):
 
 
 def test_load_and_unload_through_one_worker_reach_every_worker(server):
-    workers = children(server.process.pid)
+    workers = workers_of(server.process.pid)
     clients = clients_per_worker(server, workers)
     try:
         first, second = clients.values()
@@ -242,7 +266,7 @@ def test_metrics_count_the_requests_of_every_worker(server):
         return 0.0
 
     before = successes()
-    clients = clients_per_worker(server, children(server.process.pid))
+    clients = clients_per_worker(server, workers_of(server.process.pid))
     try:
         for client in clients.values():
             for _ in range(3):
@@ -254,12 +278,125 @@ def test_metrics_count_the_requests_of_every_worker(server):
     assert successes() - before >= WORKERS * 4
 
 
+# --- memory ---------------------------------------------------------------------------------------
+
+TABLE_MIB = 300
+TABLE_CODE = f"""
+    import os
+
+    import numpy as np
+
+    from inferline.protocol.types import InferenceRequest, InferenceResponse, Tensor
+    from inferline.runtimes import Runtime
+
+
+    class Table(Runtime):
+        async def load(self):
+            # {TABLE_MIB} MiB of numbers, every page written: a model this size is what a
+            # worker would otherwise copy.
+            self.table = np.random.default_rng(0).random({TABLE_MIB} * 1024 * 1024 // 8)
+            return True
+
+        async def predict(self, request: InferenceRequest) -> InferenceResponse:
+            # Reads the whole table, as a model reads its weights.
+            total = np.array([[os.getpid(), self.table.sum()]])
+            return InferenceResponse(
+                model_name=self.name, outputs=[Tensor.from_numpy("pid_sum", total)]
+            )
+"""
+
+# Starts a thread at load that is still running when the models are loaded, as a runtime
+# keeping a thread pool would: forking then is unsafe.
+THREAD_KEEPER_CODE = """
+    import os
+    import threading
+
+    import numpy as np
+
+    from inferline.protocol.types import InferenceRequest, InferenceResponse, Tensor
+    from inferline.runtimes import Runtime
+
+
+    class ThreadKeeper(Runtime):
+        async def load(self):
+            self.stop = threading.Event()
+            threading.Thread(target=self.stop.wait, daemon=True).start()
+            return True
+
+        async def predict(self, request: InferenceRequest) -> InferenceResponse:
+            pid = Tensor.from_numpy("pid", np.array([[os.getpid()]], dtype=np.int64))
+            return InferenceResponse(model_name=self.name, outputs=[pid])
+"""
+
+
+def server_memory(server) -> float:
+    """PSS of every process of the server (parent, template and workers), in MiB."""
+    parent = server.process.pid
+    return pss_mib({parent} | children(parent) | workers_of(parent))
+
+
+def answering_pids(server, model: str, wanted: set[int]) -> set[int]:
+    """Fresh connections until every pid in `wanted` has answered `model`; the pids seen."""
+    seen = set()
+    for _ in range(MAX_CONNECTIONS):
+        with httpx.Client(timeout=60) as client:
+            answer = client.post(f"{server.url}/v2/models/{model}/infer", json=burn_request())
+            assert answer.status_code == 200, answer.text
+            seen.add(int(answer.json()["outputs"][0]["data"][0]))
+        if wanted <= seen:
+            break
+    return seen
+
+
+def test_forked_workers_share_the_models_memory(serve, tmp_path, write_custom_model):
+    folder = write_custom_model(
+        tmp_path / "table", {"name": "table", "implementation": "model.Table"}, TABLE_CODE
+    )
+    single = serve(folder)
+    answering_pids(single, "table", {single.process.pid})
+    one_worker = server_memory(single)
+    assert one_worker > TABLE_MIB
+
+    server = serve(folder, extra_args=("--workers", str(WORKERS)))
+    workers = workers_of(server.process.pid)
+    assert answering_pids(server, "table", workers) >= workers
+    # Each worker holding its own copy would be about twice one worker's memory.
+    two_workers = server_memory(server)
+    assert two_workers < 1.5 * one_worker, (one_worker, two_workers)
+
+    # A worker replacing a dead one is forked from the template too: still one copy.
+    victim = next(iter(workers))
+    os.kill(victim, signal.SIGKILL)
+    new_pid = wait_for(lambda: new_worker(server.process.pid, workers), 60, "a new worker")
+    survivors = (workers - {victim}) | {new_pid}
+    assert answering_pids(server, "table", {new_pid}) >= {new_pid}
+    assert workers_of(server.process.pid) == survivors
+    after = server_memory(server)
+    assert after < 1.5 * one_worker, (one_worker, after)
+    assert "Traceback" not in server.log(), server.log()
+
+
+def test_a_thread_alive_after_loading_means_fresh_workers(serve, tmp_path, write_custom_model):
+    folder = write_custom_model(
+        tmp_path / "keeper", {"name": "keeper", "implementation": "model.ThreadKeeper"},
+        THREAD_KEEPER_CODE,
+    )  # fmt: skip
+    server = serve(folder, extra_args=("--workers", str(WORKERS)))
+    log = server.log()
+    assert "workers are started fresh, each loading its own models" in log, log
+    assert "2 threads alive after loading the models" in log, log
+    # No template stays behind: the workers are the parent's own children, and all answer.
+    workers = children(server.process.pid)
+    assert len(workers) == WORKERS
+    assert answering_pids(server, "keeper", workers) == workers
+
+
 # --- failures -------------------------------------------------------------------------------------
 
 
 def test_a_killed_worker_is_replaced_and_the_others_keep_answering(serve, burner_dir):
     server = serve(burner_dir, extra_args=("--workers", str(WORKERS)))
-    workers = children(server.process.pid)
+    workers = workers_of(server.process.pid)
     clients = clients_per_worker(server, workers)
     try:
         victim, survivor = clients
@@ -274,7 +411,7 @@ def test_a_killed_worker_is_replaced_and_the_others_keep_answering(serve, burner
                 assert infer(client, server)[0] != victim
         server.assert_running()
 
-        new_pid = wait_for(lambda: new_child(server.process.pid, workers), 60, "a new worker")
+        new_pid = wait_for(lambda: new_worker(server.process.pid, workers), 60, "a new worker")
 
         def new_worker_answers():
             with httpx.Client(timeout=60) as client:
@@ -285,7 +422,7 @@ def test_a_killed_worker_is_replaced_and_the_others_keep_answering(serve, burner
 
         # It opens its ports once it holds the model, so it answers the model at once.
         wait_for(new_worker_answers, 60, f"the new worker {new_pid} to answer")
-        assert children(server.process.pid) == {survivor, new_pid}
+        assert workers_of(server.process.pid) == {survivor, new_pid}
     finally:
         for client in clients.values():
             client.close()
@@ -293,7 +430,7 @@ def test_a_killed_worker_is_replaced_and_the_others_keep_answering(serve, burner
 
 def test_sigterm_stops_every_worker(serve, burner_dir):
     server = serve(burner_dir, extra_args=("--workers", str(WORKERS)))
-    workers = children(server.process.pid)
+    workers = workers_of(server.process.pid)
     assert len(workers) == WORKERS
     server.process.terminate()
     assert server.process.wait(timeout=30) == 0, server.log()
@@ -313,7 +450,7 @@ def test_ctrl_c_stops_every_worker_without_replacing_any(burner_dir, tmp_path):
         )  # fmt: skip
     try:
         wait_until_ready(http_port, process, timeout=60)
-        workers = children(process.pid)
+        workers = workers_of(process.pid)
         os.killpg(process.pid, signal.SIGINT)
         assert process.wait(timeout=30) == 0
     finally:
@@ -327,7 +464,9 @@ def test_ctrl_c_stops_every_worker_without_replacing_any(burner_dir, tmp_path):
 
 def test_workers_exit_when_the_parent_is_killed(serve, burner_dir):
     server = serve(burner_dir, extra_args=("--workers", str(WORKERS)))
-    workers = children(server.process.pid)
+    # The template too.
+    workers = workers_of(server.process.pid) | children(server.process.pid)
+    assert len(workers) == WORKERS + 1
     server.process.kill()
     server.process.wait(timeout=10)
     # No orphan keeps the ports: each worker sees its control channel close and stops.
@@ -406,7 +545,7 @@ def _cli(scheduled, *args: str) -> None:
 
 def test_a_model_the_scheduler_loads_is_served_by_every_worker(scheduled):
     server = scheduled.server
-    workers = children(server.process.pid)
+    workers = workers_of(server.process.pid)
     assert len(workers) == WORKERS
     _cli(scheduled, "load", "-f", str(scheduled.manifest))
     _cli(scheduled, "status", "-f", str(scheduled.manifest), "--wait", "--timeout", "90")
@@ -433,7 +572,7 @@ def test_a_model_the_scheduler_loads_is_served_by_every_worker(scheduled):
     # A worker that dies is replaced by one that loads what the scheduler placed here first.
     victim = next(iter(workers))
     os.kill(victim, signal.SIGKILL)
-    new_pid = wait_for(lambda: new_child(server.process.pid, workers), 60, "a new worker")
+    new_pid = wait_for(lambda: new_worker(server.process.pid, workers), 60, "a new worker")
 
     def new_worker_answers():
         with httpx.Client(timeout=60) as client:

@@ -8,18 +8,27 @@ first. The price here is that a connection stays with one worker: a gRPC channel
 connection) or an HTTP keep-alive connection is served by one process, so load spreads only
 over several connections.
 
-The parent holds no model and serves no request. It reserves the ports, starts the workers
-(fork+exec, not fork: grpc and OpenMP thread pools do not survive a fork), keeps the list of
-models the server holds, broadcasts every load and unload to all workers over a control channel
-(a socket pair per worker, length-prefixed pickles) and calls a load done, and the model READY,
-only when every worker has it. A repository API call reaching a worker is forwarded to the parent,
-which broadcasts it. A worker that dies is replaced: the new one loads every model the server
-holds before it opens its ports, so it never answers "model not found" for a model the others
-serve. Under a scheduler the agent lives in the parent and drives `WorkerPool` as it drives a
-`DataPlane` in a single process.
+The parent holds no model and serves no request. It reserves the ports and starts a template
+process (`inferline.server.template`) that loads the models the server starts with; the workers
+are forked from it, so they share those models' memory copy-on-write instead of each loading its
+own copy. If the template cannot fork safely (a thread alive after loading), the parent says why
+in one log line and starts every worker fresh (fork+exec), each loading the models itself; so it
+does with `INFERLINE_FORK_WORKERS=0`, for a model that does not survive a fork in a way the
+thread check cannot see (a GPU context, a connection opened at load).
+
+The parent keeps the list of models the server holds, broadcasts every later load and unload to
+all workers over a control channel (a socket pair per worker, length-prefixed pickles) and calls a
+load done, and the model READY, only when every worker has it: each worker loads its own copy of
+a model loaded after the start. A repository API call reaching a worker is forwarded to the
+parent, which broadcasts it. A worker that dies is replaced (forked from the template again when
+it can be): the new one applies every load and unload made since before it opens its ports, so
+it never answers "model not found" for a model the others serve. Under a scheduler the agent lives
+in the parent and drives `WorkerPool` as it drives a `DataPlane` in a single process.
 
 Prometheus metrics: every worker writes to one folder (`PROMETHEUS_MULTIPROC_DIR`, a fresh temp
-folder per server unless set), so `/metrics` on any worker reports the sum over all of them.
+folder per server unless set, given to the template before it imports prometheus_client, whose
+values notice a fork and move to the worker's own file), so `/metrics` on any worker reports the
+sum over all of them.
 """
 
 import argparse
@@ -45,6 +54,7 @@ from inferline.protocol.types import RepositoryModel
 from inferline.runtimes.settings import ModelSettings
 from inferline.server.dataplane import DataPlane, ModelState
 from inferline.server.repository import ModelRepository, load_found_models
+from inferline.server.template import ForkRefused, Template
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +169,8 @@ class HeldModel:
     settings: ModelSettings
     state: ModelState
     reason: str = ""
+    # Loaded by the template: a worker forked from it holds it already.
+    in_template: bool = False
 
 
 @dataclass
@@ -170,6 +182,9 @@ class WorkerSetup:
     log_level: int
     # ("load", settings) or ("unavailable", name, version, reason), in the order to apply them.
     held: list[tuple]
+    # (name, version or "") of models a worker forked from the template holds but the server no
+    # longer does (unloaded or replaced since): it drops them first.
+    drop: list[tuple[str, str]]
     server_ready: bool
     # A worker replacing a dead one loads first and opens its ports after; the first ones open
     # them at once, so the server is live (not ready) while the models load.
@@ -179,7 +194,8 @@ class WorkerSetup:
 @dataclass
 class _Slot:
     index: int
-    process: asyncio.subprocess.Process | None = None
+    process: Any = None  # asyncio.subprocess.Process, or a ForkedWorker
+    forked: bool = False  # from the template: holds what the template loaded
     channel: Channel | None = None
     registered: bool = False  # has taken its setup, so it gets every broadcast from now on
     serving: bool = False  # listening on the ports
@@ -208,6 +224,11 @@ class WorkerPool:
         self._background: set[asyncio.Task] = set()
         self._all_serving = asyncio.Event()
         self._start_failure: asyncio.Future | None = None
+        self._template: Template | None = None
+        # (name, version or "") of what the template loaded, in its order.
+        self._template_keys: list[tuple[str, str]] = []
+        # The repository's models were loaded by the template, hence by every worker.
+        self._preloaded = False
 
     # --- life cycle ---------------------------------------------------------------------------
 
@@ -216,6 +237,8 @@ class WorkerPool:
         self.http_port = self._reserve_port(self.config.http_port, "HTTP")
         self.grpc_port = self._reserve_port(self.config.grpc_port, "gRPC")
         self._prepare_metrics_dir()
+        if os.environ.get("INFERLINE_FORK_WORKERS", "1") != "0":
+            await self._start_template()
         self._start_failure = asyncio.get_running_loop().create_future()
         self._supervisors = [asyncio.create_task(self._supervise(s)) for s in self._slots]
         serving = asyncio.create_task(self._all_serving.wait())
@@ -226,9 +249,11 @@ class WorkerPool:
             raise WorkersFailed(self._start_failure.result())
 
     async def load_repository(self) -> None:
-        """Load every model in the repository into every worker; then the server is ready."""
+        """Load every model in the repository into every worker (unless the template did);
+        then the server is ready."""
         try:
-            await load_found_models(self.repository, self.load_model, self.mark_unavailable)
+            if not self._preloaded:
+                await load_found_models(self.repository, self.load_model, self.mark_unavailable)
         finally:
             self._ready = True
             await self._broadcast("set_ready")
@@ -253,6 +278,8 @@ class WorkerPool:
         for task in self._supervisors:
             task.cancel()
         await asyncio.gather(*self._supervisors, return_exceptions=True)
+        if self._template is not None:
+            await self._template.stop()
         for sock in self._reserved:
             sock.close()
         if self._own_metrics_dir and self._metrics_dir is not None:
@@ -312,6 +339,27 @@ class WorkerPool:
 
     # --- workers ------------------------------------------------------------------------------
 
+    async def _start_template(self) -> None:
+        """Load the repository's models in the template; if workers cannot be forked from it,
+        say why once and start them fresh."""
+        self._template = Template()
+        level = logging.getLogger().getEffectiveLevel()
+        reason = await self._template.start(self.config, level, self._environment())
+        if reason is not None:
+            log.warning("workers are started fresh, each loading its own models: %s", reason)
+            self._template = None
+            return
+        self._record_template_models(self._template.models)
+
+    def _record_template_models(self, models: list[tuple]) -> None:
+        """The models the template loaded, as (settings, state, reason): the server holds them,
+        and so does every worker forked from it."""
+        for settings, state, reason in models:
+            key = (settings.name, settings.version or "")
+            self._held[key] = HeldModel(settings, state, reason, in_template=True)
+            self._template_keys.append(key)
+        self._preloaded = True
+
     async def _broadcast(self, method: str, *args: Any) -> list[InferlineError]:
         """Call `method` in every registered worker; the errors they raised. A worker that dies
         meanwhile is not an error: its replacement loads what the server holds."""
@@ -353,17 +401,19 @@ class WorkerPool:
 
     async def _run_worker(self, slot: _Slot) -> int:
         parent_end, child_end = socket.socketpair()
-        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(self._metrics_dir)}
         slot.registered = slot.serving = False
         slot.started_at = time.monotonic()
         slot.channel = Channel(parent_end, self._handlers(slot))
         try:
-            slot.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "inferline.server.workers",
-                "--control-fd", str(child_end.fileno()), "--index", str(slot.index),
-                pass_fds=(child_end.fileno(),),
-                env=env,
-            )  # fmt: skip
+            slot.process = await self._fork_worker(slot, child_end)
+            slot.forked = slot.process is not None
+            if not slot.forked:
+                slot.process = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "inferline.server.workers",
+                    "--control-fd", str(child_end.fileno()), "--index", str(slot.index),
+                    pass_fds=(child_end.fileno(),),
+                    env=self._environment(),
+                )  # fmt: skip
         finally:
             child_end.close()
         await slot.channel.open()
@@ -373,18 +423,35 @@ class WorkerPool:
         await reader  # ends at the end of the stream, which the worker's exit closed
         return code
 
+    async def _fork_worker(self, slot: _Slot, control: socket.socket):
+        """A worker forked from the template, or None when it cannot fork (any more)."""
+        if self._template is None:
+            return None
+        try:
+            return await self._template.fork(slot.index, control)
+        except ForkRefused as exc:
+            if not self._stopping:
+                log.warning("new workers are started fresh from now on: %s", exc)
+            self._template = None
+            return None
+
+    def _environment(self) -> dict[str, str]:
+        return {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(self._metrics_dir)}
+
     def _handlers(self, slot: _Slot) -> dict[str, Callable[..., Awaitable[Any]]]:
         async def setup() -> WorkerSetup:
             # Taking the snapshot and registering happen in one step of the event loop, so each
             # load or unload reaches this worker exactly once: in the snapshot or by broadcast.
             slot.registered = True
+            forked = slot.forked
             return WorkerSetup(
                 index=slot.index,
                 config=dataclasses.replace(
                     self.config, http_port=self.http_port, grpc_port=self.grpc_port
                 ),
                 log_level=logging.getLogger().getEffectiveLevel(),
-                held=self._snapshot(),
+                held=self._snapshot(forked),
+                drop=self._dropped_since_template() if forked else [],
                 server_ready=self._ready,
                 listen_first=not self._all_serving.is_set(),
             )
@@ -398,14 +465,25 @@ class WorkerPool:
 
         return {"setup": setup, "serving": serving, "load": self.load, "unload": self.unload}
 
-    def _snapshot(self) -> list[tuple]:
+    def _snapshot(self, forked: bool) -> list[tuple]:
+        """The steps that give a new worker what the server holds; one forked from the
+        template skips what it got from there."""
         steps = []
         for (name, version), held in self._held.items():
+            if forked and held.in_template:
+                continue
             if held.state is ModelState.UNAVAILABLE:
                 steps.append(("unavailable", name, version or None, held.reason))
             else:
                 steps.append(("load", held.settings))
         return steps
+
+    def _dropped_since_template(self) -> list[tuple[str, str]]:
+        return [
+            key
+            for key in self._template_keys
+            if not getattr(self._held.get(key), "in_template", False)
+        ]
 
     def _in_background(self, work: Awaitable) -> None:
         task = asyncio.ensure_future(work)
@@ -504,8 +582,19 @@ class WorkerDataPlane(DataPlane):
         for name in list(self._models):
             await DataPlane.unload(self, name)
 
-    async def apply(self, held: list[tuple]) -> None:
-        """Take over what the server holds, in the order it was loaded."""
+    def after_fork(self) -> None:
+        """In a worker forked from the template: asyncio objects of its own, bound to the loop
+        it is about to run (the template's loop is gone)."""
+        self._locks = {}
+        self.caught_up = asyncio.Event()
+
+    async def apply(self, held: list[tuple], drop: list[tuple[str, str]] = ()) -> None:
+        """Take over what the server holds, in the order it was loaded: first drop what the
+        template loaded but the server no longer holds."""
+        for name, version in drop:
+            # Exactly that version: "" is the unversioned one, as in `_models`.
+            with contextlib.suppress(ModelNotFound):
+                await DataPlane.unload(self, name, version)
         for step in held:
             if step[0] == "load":
                 try:
@@ -543,7 +632,8 @@ class WorkerDataPlane(DataPlane):
         }
 
 
-async def run_worker(control_fd: int, index: int) -> None:
+async def run_worker(control_fd: int, index: int, preloaded: WorkerDataPlane | None = None) -> None:
+    """A worker's life; `preloaded` is the template's data plane in a worker forked from it."""
     from inferline.server.serve import ModelServer
 
     stop = asyncio.Event()
@@ -551,7 +641,9 @@ async def run_worker(control_fd: int, index: int) -> None:
     # Ctrl-C reaches every process of the terminal's group; the parent answers it by stopping
     # the workers, so a worker must not stop (and be replaced) on its own before that.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    dataplane = WorkerDataPlane()
+    if preloaded is not None:
+        preloaded.after_fork()
+    dataplane = preloaded or WorkerDataPlane()
     channel = dataplane.parent = Channel(socket.socket(fileno=control_fd), dataplane.parent_calls())
     await channel.open()
     reader = asyncio.create_task(channel.run())
@@ -562,7 +654,7 @@ async def run_worker(control_fd: int, index: int) -> None:
     server = ModelServer(setup.config, dataplane)
     if setup.listen_first:
         await server.start()
-    await dataplane.apply(setup.held)
+    await dataplane.apply(setup.held, setup.drop)
     if not setup.listen_first:
         await server.start()
     dataplane.server_ready = dataplane.server_ready or setup.server_ready
@@ -580,9 +672,18 @@ async def run_worker(control_fd: int, index: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description="One worker process of an inferline server.")
     parser.add_argument("--control-fd", type=int, required=True)
-    parser.add_argument("--index", type=int, required=True)
+    parser.add_argument("--index", type=int)
+    parser.add_argument("--template", action="store_true", help="be the template workers fork from")
+    parser.add_argument("--events-fd", type=int, help="the template's events to the parent")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    if args.template:
+        from inferline.server.template import run_template
+
+        run_template(args.control_fd, args.events_fd)
+        return
+    if args.index is None:
+        parser.error("a worker needs --index")
     from inferline.server.serve import run
 
     run(run_worker(args.control_fd, args.index))

@@ -1,6 +1,7 @@
 """The worker pool's bookkeeping, in one process: the parent's `WorkerPool` talks over real socket
-pairs to `WorkerDataPlane`s that stand for the worker processes (no HTTP or gRPC is started;
-tests/integration/test_serve_workers.py runs real worker processes)."""
+pairs to `WorkerDataPlane`s that stand for the worker processes, and one for the template they
+are forked from (no HTTP or gRPC is started, nothing is forked;
+tests/integration/test_serve_workers.py runs real template and worker processes)."""
 
 import asyncio
 import json
@@ -32,12 +33,14 @@ class SecondFails(Runtime):
 class Worker:
     """A worker's data plane and its end of the control channel."""
 
-    def __init__(self, pool: WorkerPool, index: int):
+    def __init__(self, pool: WorkerPool, index: int, forked_from: WorkerDataPlane | None = None):
+        """`forked_from`: the template's data plane, which a forked worker starts with."""
         self.pool = pool
         self.slot = pool._slots[index]
+        self.slot.forked = forked_from is not None
         parent_end, worker_end = socket.socketpair()
         self.slot.channel = Channel(parent_end, pool._handlers(self.slot))
-        self.dataplane = WorkerDataPlane(pool.repository)
+        self.dataplane = forked_from or WorkerDataPlane(pool.repository)
         self.dataplane.parent = Channel(worker_end, self.dataplane.parent_calls())
         self.tasks: list[asyncio.Task] = []
 
@@ -53,7 +56,7 @@ class Worker:
             await self.catch_up()
 
     async def catch_up(self) -> None:
-        await self.dataplane.apply(self.setup.held)
+        await self.dataplane.apply(self.setup.held, self.setup.drop)
 
     def states(self) -> dict[str, str]:
         return {row.name: row.state for row in self.dataplane.loaded_models()}
@@ -66,7 +69,8 @@ class Worker:
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
-        self.dataplane.parent._writer.close()
+        if self.dataplane.parent._writer is not None:  # it started
+            self.dataplane.parent._writer.close()
 
 
 @pytest.fixture
@@ -152,3 +156,33 @@ async def test_a_worker_gone_during_a_load_is_not_an_error(pool):
     second.die()
     await loading
     assert [(m.name, m.state) for m in pool.loaded_models()] == [("iris", "READY")]
+
+
+async def test_a_forked_worker_keeps_the_template_models_and_applies_what_changed(pool, model_root):
+    # The template loads the repository: flaky's first load, which succeeds.
+    template = WorkerDataPlane(pool.repository)
+    for name in ("flaky", "doubler", "iris"):
+        await template.load_model(pool.repository.find(name))
+    kept = template._models["flaky"][""].runtime
+    pool._record_template_models(
+        [(m.settings, m.state, m.reason) for v in template._models.values() for m in v.values()]
+    )
+    (template_iris,) = template._models["iris"].values()
+    # Since the template loaded them: doubler unloaded, iris loaded again (a new version of
+    # its files, say). No worker runs yet: a replacement forked now must catch up.
+    await pool.unload("doubler")
+    await pool.load("iris")
+
+    await pool.workers[0].close()
+    forked = pool.workers[0] = Worker(pool, 0, forked_from=template)
+    await forked.start()
+    # flaky is not loaded again (its second load would fail): the template's copy serves.
+    assert forked.states() == {"flaky": "READY", "iris": "READY"}
+    assert forked.dataplane._models["flaky"][""].runtime is kept
+    assert (model_root / "flaky" / "loads").read_text() == "1"
+    (iris,) = forked.dataplane._models["iris"].values()
+    assert iris.runtime is not template_iris.runtime
+    assert [(m.name, m.state) for m in pool.loaded_models()] == [
+        ("flaky", "READY"),
+        ("iris", "READY"),
+    ]
