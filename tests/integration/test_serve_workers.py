@@ -329,6 +329,30 @@ THREAD_KEEPER_CODE = """
 """
 
 
+# Its load waits until a file named "open" appears in its folder.
+GATE_CODE = """
+    import os
+    import time
+    from pathlib import Path
+
+    import numpy as np
+
+    from inferline.protocol.types import InferenceRequest, InferenceResponse, Tensor
+    from inferline.runtimes import Runtime
+
+
+    class Gate(Runtime):
+        async def load(self):
+            while not (Path(self.settings.folder) / "open").exists():
+                time.sleep(0.05)
+            return True
+
+        async def predict(self, request: InferenceRequest) -> InferenceResponse:
+            pid = Tensor.from_numpy("pid", np.array([[os.getpid()]], dtype=np.int64))
+            return InferenceResponse(model_name=self.name, outputs=[pid])
+"""
+
+
 def server_memory(server) -> float:
     """PSS of every process of the server (parent, template and workers), in MiB."""
     parent = server.process.pid
@@ -389,6 +413,26 @@ def test_a_thread_alive_after_loading_means_fresh_workers(serve, tmp_path, write
     workers = children(server.process.pid)
     assert len(workers) == WORKERS
     assert answering_pids(server, "keeper", workers) == workers
+
+
+def test_the_server_is_live_while_the_template_loads(serve, tmp_path, write_custom_model):
+    folder = write_custom_model(
+        tmp_path / "gate", {"name": "gate", "implementation": "model.Gate"}, GATE_CODE
+    )
+    server = serve(folder, extra_args=("--workers", str(WORKERS)), wait=False)
+
+    def health(what: str) -> int | None:
+        with contextlib.suppress(httpx.HTTPError):
+            return httpx.get(f"{server.url}/v2/health/{what}", timeout=10).status_code
+        return None
+
+    wait_for(lambda: health("live") == 200, 60, "the server to be live while its model loads")
+    assert health("ready") == 503
+    (folder / "open").touch()
+    serve.wait_ready(server)
+    workers = workers_of(server.process.pid)
+    assert len(workers) == WORKERS
+    assert answering_pids(server, "gate", workers) == workers
 
 
 # --- failures -------------------------------------------------------------------------------------

@@ -49,6 +49,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import uvicorn
+
 from inferline.protocol.errors import InferlineError, ModelNotFound
 from inferline.protocol.types import RepositoryModel
 from inferline.runtimes.settings import ModelSettings
@@ -237,13 +239,17 @@ class WorkerPool:
         self.http_port = self._reserve_port(self.config.http_port, "HTTP")
         self.grpc_port = self._reserve_port(self.config.grpc_port, "gRPC")
         self._prepare_metrics_dir()
-        if os.environ.get("INFERLINE_FORK_WORKERS", "1") != "0":
-            await self._start_template()
-        self._start_failure = asyncio.get_running_loop().create_future()
-        self._supervisors = [asyncio.create_task(self._supervise(s)) for s in self._slots]
-        serving = asyncio.create_task(self._all_serving.wait())
-        await asyncio.wait([serving, self._start_failure], return_when=asyncio.FIRST_COMPLETED)
-        serving.cancel()
+        loading = await self._answer_health_meanwhile()
+        try:
+            if os.environ.get("INFERLINE_FORK_WORKERS", "1") != "0":
+                await self._start_template()
+            self._start_failure = asyncio.get_running_loop().create_future()
+            self._supervisors = [asyncio.create_task(self._supervise(s)) for s in self._slots]
+            serving = asyncio.create_task(self._all_serving.wait())
+            await asyncio.wait([serving, self._start_failure], return_when=asyncio.FIRST_COMPLETED)
+            serving.cancel()
+        finally:
+            await loading.stop()
         if not self._all_serving.is_set():
             await self.stop()
             raise WorkersFailed(self._start_failure.result())
@@ -338,6 +344,30 @@ class WorkerPool:
             self._in_background(self._broadcast("mark_unavailable", name, version, reason))
 
     # --- workers ------------------------------------------------------------------------------
+
+    async def _answer_health_meanwhile(self) -> "_HealthOnly":
+        """Until the workers listen, the parent answers on the HTTP port itself, with a data
+        plane holding no model: live, not ready, as one process is while its models load (a
+        supervisor's liveness probe must not kill a server that loads a big model)."""
+        from inferline.server.rest import RestApp
+
+        family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
+        sock = socket.socket(family)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((self.config.host, self.http_port))
+        server = _HealthOnly(
+            uvicorn.Config(
+                RestApp(DataPlane(), self.config.max_request_size),
+                http="httptools",
+                lifespan="off",
+                access_log=False,
+                log_level="warning",
+            )
+        )
+        server.task = asyncio.create_task(server.serve(sockets=[sock]))
+        while not server.started and not server.task.done():
+            await asyncio.sleep(0.01)
+        return server
 
     async def _start_template(self) -> None:
         """Load the repository's models in the template; if workers cannot be forked from it,
@@ -521,6 +551,20 @@ class WorkerPool:
         else:
             self._metrics_dir = Path(tempfile.mkdtemp(prefix="inferline-metrics-"))
             self._own_metrics_dir = True
+
+
+class _HealthOnly(uvicorn.Server):
+    """The parent's HTTP server while the workers start."""
+
+    task: asyncio.Task
+
+    def capture_signals(self):
+        # The parent's own handlers stop the server.
+        return contextlib.nullcontext()
+
+    async def stop(self) -> None:
+        self.should_exit = True
+        await self.task
 
 
 async def serve_workers(config) -> None:
