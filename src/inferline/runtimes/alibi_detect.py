@@ -16,8 +16,12 @@ The request's first input is the batch (MLServer's NumPy request codec; a BYTES 
 of strings, for text detectors). Outputs are the keys of the detector's `data` answer, in order,
 each wrapped in one more leading dimension as MLServer does: a drift detector answers `is_drift`
 [1], `distance` [1, F], `p_val` [1, F], `threshold` [1]; an outlier detector `instance_score`
-[1, N], `is_outlier` [1, N] (and `feature_score` when it has one). Values the detector left out
-(None, e.g. scores it was told not to return) are not sent. The detector's `meta` goes into the
+[1, N], `is_outlier` [1, N] (and `feature_score` when it has one). An online drift detector
+(one with `save_state`, such as FETDriftOnline or CVMDriftOnline) tests the request's N instances
+one after the other, as MLServer runs it, and each key holds the N answers: `is_drift` [N],
+`time` [N] (the detector's clock `t`), `ert` [N], `test_stat` [N, windows, F], `threshold`
+[N, F]. Values the detector left out (None, e.g. scores it was told not to return, or an online
+detector's `p_val`) are not sent. The detector's `meta` goes into the
 response `parameters`, with `headers` `{"x-seldon-alibi-type": drift | outlier | adversarial,
 "x-seldon-alibi-method": <module, e.g. ks>}` as MLServer's runtime puts them there; our REST layer
 does not turn response parameters into HTTP headers, so they stay in the JSON.
@@ -26,9 +30,12 @@ does not turn response parameters into HTTP headers, so they stay in the JSON.
 
 - `predict_parameters`: keyword arguments of the detector's `predict` (checked at load);
 - `batch_size`: buffer requests, as MLServer does: the first N - 1 get an empty answer
-  (`outputs: []`) at once, the N-th is tested with all N requests' rows;
-- `state_save_freq` (100): online detectors (those with `save_state`) see one instance at a time
-  and save their state into `<folder>/state` every that many instances, so a restart resumes.
+  (`outputs: []`) at once, the N-th is tested with all N requests' rows (online detectors test
+  every instance as it comes and ignore it, as MLServer's do);
+- `state_save_freq` (100): an online detector saves its state into `<folder>/state` whenever its
+  clock `t` reaches a multiple of this, and alibi-detect's `load_detector` reads that state back,
+  so a restarted server continues from the last multiple (the instances after it are forgotten:
+  the state is not saved at shutdown, as in MLServer).
 
 Each `is_drift` value is observed in the `seldon_model_drift` histogram.
 """
@@ -36,6 +43,7 @@ Each `is_drift` value is observed in the `seldon_model_drift` histogram.
 import asyncio
 import importlib.util
 import inspect
+import logging
 import threading
 from pathlib import Path
 from typing import Any
@@ -58,6 +66,7 @@ STATE_FOLDER = "state"
 # The outlier detectors whose legacy files this module reads and writes without TensorFlow.
 LEGACY_WITHOUT_TENSORFLOW = ("IForest", "Mahalanobis")
 _EXTRA_KEYS = {"predict_parameters", "batch_size", "state_save_freq"}
+log = logging.getLogger(__name__)
 
 
 def _tensorflow_installed() -> bool:
@@ -172,6 +181,9 @@ class AlibiDetectRuntime(Runtime):
         self.batch_size = self._count(extra, "batch_size", None)
         self.state_save_freq = self._count(extra, "state_save_freq", 100)
         self.path = self.artifact_path()
+        # Where alibi-detect's load_detector looks for an online detector's state: beside the
+        # config.toml, which `uri` may name instead of its folder.
+        self.state_path = (self.path if self.path.is_dir() else self.path.parent) / STATE_FOLDER
         # In a thread: importing alibi-detect takes seconds the server's loop should not wait.
         self.detector = await asyncio.to_thread(load_detector, self.path, self.name)
         try:
@@ -187,7 +199,13 @@ class AlibiDetectRuntime(Runtime):
             METHOD_HEADER: module[-1],
         }
         self.online = hasattr(self.detector, "save_state")
-        self._seen = 0
+        if self.online and self.batch_size:
+            log.warning(
+                "model %s: 'extra.batch_size' is ignored: an online detector tests each instance "
+                "as it comes",
+                self.name,
+            )
+            self.batch_size = None
         self._batch: list[Any] = []
         # A detector may change as it predicts (Mahalanobis updates its statistics, online
         # detectors their state): one prediction at a time.
@@ -219,8 +237,9 @@ class AlibiDetectRuntime(Runtime):
             drift = metrics.DRIFT.labels(model_name=self.name, model_version=self.version or "")
             for value in np.ravel(data["is_drift"]):
                 drift.observe(float(value))
+        # An online detector's answer holds one value per instance already.
         outputs = [
-            codecs.NumpyCodec.encode(key, np.array([value]))
+            codecs.NumpyCodec.encode(key, np.array(value if self.online else [value]))
             for key, value in data.items()
             if value is not None
         ]
@@ -266,9 +285,10 @@ class AlibiDetectRuntime(Runtime):
         answers = []
         for instance in x:
             answers.append(self.detector.predict(instance, **self.predict_parameters))
-            self._seen += 1
-            if self._seen % self.state_save_freq == 0:
-                self.detector.save_state(self.path / STATE_FOLDER)
+            # The detector's own clock, not a count of this process's instances: a detector
+            # restarted from its state at t = 200 saves again at 300, not at 100 more.
+            if self.detector.t % self.state_save_freq == 0:
+                self.detector.save_state(self.state_path)
         data = {
             key: None if answers[0]["data"][key] is None else [a["data"][key] for a in answers]
             for key in answers[0]["data"]

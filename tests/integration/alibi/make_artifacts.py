@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import spacy
-from alibi.explainers import AnchorTabular, AnchorText, KernelShap
-from alibi_detect.cd import ChiSquareDrift, KSDrift, TabularDrift
+from alibi.explainers import AnchorImage, AnchorTabular, AnchorText, KernelShap
+from alibi_detect.cd import ChiSquareDrift, FETDriftOnline, KSDrift, TabularDrift
 from alibi_detect.od import IForest, Mahalanobis
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
@@ -98,6 +98,73 @@ def main(out: Path) -> None:
         seed=0,
     )
     anchors.save(serve / "review-anchors")
+
+    online_detector(out / "online" / "positive-rate")
+    stripes_classifier(out / "image" / "stripes")
+
+
+# A stream of a binary classifier's answers (1 = positive), positive 30% of the time in the
+# reference data; the online tests send 90%.
+POSITIVE_RATE = 0.3
+
+
+def online_detector(folder: Path) -> None:
+    """FETDriftOnline on one binary feature: the quickest online detector to build without
+    TensorFlow or torch (about 1 s; CVMDriftOnline's numba compilation took 26 s cold here).
+    ert 10000 with 50000 bootstraps: no false alarm in 20 seeded unshifted streams of 60, and a
+    shift to 90% positives flagged within 12 instances. It is built again (thresholds simulated
+    again) each time a server loads it: only its settings and reference data are saved."""
+    rng = np.random.default_rng(3)
+    x_ref = (rng.random((500, 1)) < POSITIVE_RATE).astype(np.float32)
+    detector = FETDriftOnline(
+        x_ref, ert=10_000, window_sizes=[10], n_bootstraps=50_000, verbose=False
+    )
+    detector_folder(folder.parent, folder.name, detector, state_save_freq=10)
+
+
+# The anchor_image classifier's images: 24 x 24 RGB noise; in class 1 the top-left 8 x 8 square
+# holds vertical stripes (alternate columns bright and dark), in class 0 a flat grey square of
+# the same mean. Averaging that square away, as AnchorImage does to a superpixel it hides,
+# erases the stripes: only the superpixels over the square can keep an image in class 1.
+IMAGE_SIDE = 24
+SQUARE = 8
+# slic's grid of about 3 x 3 superpixels. alibi's default compactness (10) lets the pixel noise
+# split the image into crumbs that slic's connectivity pass merges back into one segment.
+SEGMENTATION = {"n_segments": 9, "compactness": 100, "start_label": 0}
+
+
+def stripes_images(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, count)
+    pixels = rng.uniform(0.2, 0.8, size=(count, IMAGE_SIDE, IMAGE_SIDE, 3))
+    stripes = np.where(np.arange(SQUARE) % 2 == 0, 0.9, 0.1)[None, :, None]
+    square = np.where(labels[:, None, None, None] == 1, stripes, 0.5)
+    pixels[:, :SQUARE, :SQUARE, :] = square + rng.normal(0, 0.05, size=(count, SQUARE, SQUARE, 3))
+    return np.clip(pixels, 0, 1).astype(np.float32), labels
+
+
+def stripes_classifier(folder: Path) -> None:
+    import joblib
+
+    pixels, labels = stripes_images(400, seed=0)
+    model = LogisticRegression(max_iter=1000).fit(pixels.reshape(len(pixels), -1), labels)
+    folder.mkdir(parents=True, exist_ok=True)
+    joblib.dump(model, folder / "model.joblib")
+    # Unseen images for the test: one of class 1 to explain, two of class 0 as backgrounds.
+    unseen, unseen_labels = stripes_images(20, seed=1)
+    np.save(folder.parent / "striped.npy", unseen[unseen_labels == 1][0])
+    np.save(folder.parent / "plain.npy", unseen[unseen_labels == 0][:2])
+
+    # The same explainer saved with alibi's `save`, as a Seldon Model's storageUri holds it;
+    # the served one calls the served classifier instead of this local copy.
+    explainer = AnchorImage(
+        lambda x: model.predict(x.reshape(len(x), -1)),
+        image_shape=(IMAGE_SIDE, IMAGE_SIDE, 3),
+        segmentation_fn="slic",
+        segmentation_kwargs=SEGMENTATION,
+        seed=0,
+    )
+    explainer.save(folder.parent / "stripes-anchors")
 
 
 if __name__ == "__main__":
