@@ -34,6 +34,8 @@ import logging
 import threading
 from typing import Any
 
+import numpy as np
+
 from inferline.protocol import codecs
 from inferline.protocol.errors import BadRequest, InferlineError, ModelLoadError
 from inferline.protocol.types import InferenceRequest, InferenceResponse, ModelMetadata
@@ -134,8 +136,12 @@ class AlibiExplainRuntime(Runtime):
                 "'extra.init_parameters' to make one with"
             )
         explainers = require("alibi.explainers", "alibi-explain", self.name, why)
+        init_parameters = dict(self.init_parameters)
+        if init_parameters.get("images_background") is not None:
+            # JSON gives nested lists; AnchorImage indexes the images with a pixel mask.
+            init_parameters["images_background"] = np.asarray(init_parameters["images_background"])
         try:
-            return getattr(explainers, class_name)(predictor=self.remote, **self.init_parameters)
+            return getattr(explainers, class_name)(predictor=self.remote, **init_parameters)
         except InferlineError:
             raise
         except Exception as exc:
@@ -183,7 +189,9 @@ class AlibiExplainRuntime(Runtime):
         # alibi's explainers keep per-call state (samplers, caches) on themselves.
         with self._explaining:
             try:
-                return self._made().explain(instances, **parameters).to_json()
+                explainer = self._made()
+                self._check_image(explainer, instances)
+                return explainer.explain(instances, **parameters).to_json()
             except InferlineError:
                 raise
             except TypeError as exc:
@@ -192,6 +200,19 @@ class AlibiExplainRuntime(Runtime):
             except Exception as exc:
                 _raise_remote_failure(exc)
                 raise
+
+    def _check_image(self, explainer: Any, image: Any) -> None:
+        """AnchorImage segments whatever array it is given and sends its perturbations to the
+        model: an image of another shape would come back as the model's error (a 502), or be
+        explained as something it is not (a batch of images read as one image)."""
+        shape = getattr(explainer, "image_shape", None)
+        if shape is None or np.shape(image) == tuple(shape):
+            return
+        raise BadRequest(
+            f"model '{self.name}': the image to explain has shape {list(np.shape(image))}, but "
+            f"the explainer is made for images of shape {list(shape)}: send [1, "
+            f"{', '.join(map(str, shape))}]"
+        )
 
     async def unload(self) -> None:
         if self.remote is not None:
