@@ -472,6 +472,29 @@ def test_a_killed_worker_is_replaced_and_the_others_keep_answering(serve, burner
             client.close()
 
 
+def test_without_its_template_the_server_replaces_workers_with_fresh_ones(serve, burner_dir):
+    server = serve(burner_dir, extra_args=("--workers", str(WORKERS)))
+    parent = server.process.pid
+    (template,) = children(parent)
+    workers = workers_of(parent)
+    os.kill(template, signal.SIGKILL)
+    wait_for(lambda: not running(template), 10, "the template to die")
+    # The workers forked from it keep serving.
+    assert answering_pids(server, "burner", workers) == workers
+
+    victim, survivor = workers
+    os.kill(victim, signal.SIGKILL)
+    # The replacement cannot be forked: it is started fresh, as the parent's own child.
+    fresh = wait_for(lambda: children(parent) - {template}, 60, "a fresh worker")
+    assert answering_pids(server, "burner", fresh | {survivor}) == fresh | {survivor}
+    assert "new workers are started fresh from now on: the template process is gone" in (
+        server.log()
+    )
+    server.process.terminate()
+    assert server.process.wait(timeout=30) == 0, server.log()
+    wait_for(lambda: not running(survivor), 10, "the last forked worker to stop")
+
+
 def test_sigterm_stops_every_worker(serve, burner_dir):
     server = serve(burner_dir, extra_args=("--workers", str(WORKERS)))
     workers = workers_of(server.process.pid)

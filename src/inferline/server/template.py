@@ -246,9 +246,14 @@ class ForkedWorker:
         # Stays None for a worker whose exit the template could not report (it is gone).
         self.returncode: int | None = None
         self._exit_code = exit_code
-        self._pidfd = os.pidfd_open(pid)
         loop = asyncio.get_running_loop()
         self._gone = loop.create_future()
+        try:
+            self._pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:  # it died at once, and the template reaped it
+            self._pidfd = -1
+            self._gone.set_result(None)
+            return
         loop.add_reader(self._pidfd, self._exited)
 
     def send_signal(self, sig: int) -> None:

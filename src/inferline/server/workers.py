@@ -241,7 +241,9 @@ class WorkerPool:
         self._prepare_metrics_dir()
         loading = await self._answer_health_meanwhile()
         try:
-            if os.environ.get("INFERLINE_FORK_WORKERS", "1") != "0":
+            # Linux only: the template counts its threads in /proc and the parent watches
+            # forked workers through pidfds.
+            if sys.platform == "linux" and os.environ.get("INFERLINE_FORK_WORKERS", "1") != "0":
                 await self._start_template()
             self._start_failure = asyncio.get_running_loop().create_future()
             self._supervisors = [asyncio.create_task(self._supervise(s)) for s in self._slots]
