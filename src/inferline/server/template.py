@@ -207,6 +207,8 @@ def _run_forked_worker(dataplane, control_fd: int, index: int, setup: TemplateSe
         if setup.blas_restored:
             _restore_blas_threads(setup.openblas_threads)
         run(run_worker(control_fd, index, preloaded=dataplane))
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:
         log.exception("worker %d failed", index)
         code = 1
