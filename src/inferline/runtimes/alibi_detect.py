@@ -285,8 +285,8 @@ class AlibiDetectRuntime(Runtime):
         answers = []
         for instance in x:
             answers.append(self.detector.predict(instance, **self.predict_parameters))
-            # The detector's own clock, not a count of this process's instances: a detector
-            # restarted from its state at t = 200 saves again at 300, not at 100 more.
+            # On the detector's own clock, as MLServer: saved states are at t = N, 2N, ... across
+            # restarts (a detector alibi saved at t = 37 saves at 100, not at 137).
             if self.detector.t % self.state_save_freq == 0:
                 self.detector.save_state(self.state_path)
         data = {

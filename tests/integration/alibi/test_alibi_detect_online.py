@@ -7,6 +7,7 @@ one at a time, a sustained shift is flagged after a short delay, and the state s
 import json
 import shutil
 
+import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
@@ -92,6 +93,16 @@ def test_each_instance_is_tested_in_turn_and_a_shift_is_flagged_after_a_delay(se
     # Not flagged on the first shifted instance, and well within the 10-instance window's reach.
     assert 1 <= delay <= 20, flags
     assert flags[-1] == 1, flags
+
+    # Every instance's decision is observed in the drift histogram, as MLServer logs them.
+    text = httpx.get(f"http://127.0.0.1:{server.http_port}/metrics", timeout=30).text
+    label = f'model_name="{MODEL}"'
+    samples = {
+        line.split("{")[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(("seldon_model_drift_count", "seldon_model_drift_sum")) and label in line
+    }
+    assert samples == {"seldon_model_drift_count": 70, "seldon_model_drift_sum": sum(flags)}
 
 
 def test_batch_size_does_not_hold_back_an_online_detector_s_answers(server):
