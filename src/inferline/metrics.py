@@ -37,6 +37,13 @@ BATCH_SIZE = Histogram(
     MODEL_LABELS,
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
 )
+# Only servers with several workers count this, one series per worker slot (a replaced worker
+# continues its slot's count): it shows whether the load really spreads over the processes.
+WORKER_REQUESTS = Counter(
+    "inferline_worker_requests",
+    "Inference requests each worker process of a server received",
+    ("worker",),
+)
 DRIFT = Histogram(
     "seldon_model_drift",
     "Each is_drift value a drift detector reported (0 or 1)",

@@ -278,6 +278,32 @@ def test_metrics_count_the_requests_of_every_worker(server):
     assert successes() - before >= WORKERS * 4
 
 
+def test_metrics_show_the_requests_each_worker_received(server):
+    def per_worker() -> dict[str, float]:
+        text = httpx.get(f"{server.url}/metrics").text
+        counts = {}
+        for line in text.splitlines():
+            if line.startswith("inferline_worker_requests_total{"):
+                worker = line.split('worker="', 1)[1].split('"', 1)[0]
+                counts[worker] = float(line.rsplit(" ", 1)[1])
+        return counts
+
+    before = per_worker()
+    clients = clients_per_worker(server, workers_of(server.process.pid))
+    try:
+        for client in clients.values():
+            for _ in range(3):
+                infer(client, server)
+    finally:
+        for client in clients.values():
+            client.close()
+    after = per_worker()
+    assert sorted(after) == [str(i) for i in range(WORKERS)]
+    # Each worker got its client's three requests (and maybe more from clients_per_worker).
+    for worker, count in after.items():
+        assert count - before.get(worker, 0.0) >= 3, (worker, before, after)
+
+
 # --- memory ---------------------------------------------------------------------------------------
 
 TABLE_MIB = 300

@@ -82,6 +82,8 @@ class DataPlane:
         self._models: dict[str, dict[str, LoadedModel]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._started = False
+        # A worker's own request counter (`metrics.WORKER_REQUESTS`); None in a lone server.
+        self.worker_requests = None
 
     # --- health and metadata ------------------------------------------------------------------
 
@@ -106,6 +108,8 @@ class DataPlane:
     async def infer(
         self, name: str, version: str | None, request: InferenceRequest
     ) -> InferenceResponse:
+        if self.worker_requests is not None:
+            self.worker_requests.inc()
         model = self._ready_model(name, version)
         _check_inputs(request, model.metadata)
         started = time.perf_counter()

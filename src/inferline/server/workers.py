@@ -51,6 +51,7 @@ from typing import Any
 
 import uvicorn
 
+from inferline import metrics
 from inferline.protocol.errors import InferlineError, ModelNotFound
 from inferline.protocol.types import RepositoryModel
 from inferline.runtimes.settings import ModelSettings
@@ -690,6 +691,7 @@ async def run_worker(control_fd: int, index: int, preloaded: WorkerDataPlane | N
     if preloaded is not None:
         preloaded.after_fork()
     dataplane = preloaded or WorkerDataPlane()
+    dataplane.worker_requests = metrics.WORKER_REQUESTS.labels(worker=str(index))
     channel = dataplane.parent = Channel(socket.socket(fileno=control_fd), dataplane.parent_calls())
     await channel.open()
     reader = asyncio.create_task(channel.run())
