@@ -1,7 +1,14 @@
 """Runs one stage: reads its sources, joins per request key, writes what is ready to its sink.
 
-Offsets are committed only below the oldest message still held in a join (or batch), so a
-restart replays unfinished work; everything before it was either written on or dropped.
+Offsets are committed only below the oldest message still held in a join (or batch), and only
+once everything written from the messages before it is acknowledged by the bus, so a restart
+replays unfinished work; everything before it was either written on or dropped.
+
+Writes are not awaited one by one: the messages of one poll are all handled, their writes handed
+to the bus in order, and then acknowledged together. On Kafka each acknowledgement is a broker
+round trip (0.5-3 ms), so awaiting each write capped a stage at a few hundred messages a second.
+A write that fails makes the stage read again from its last commit (after a pause), so the
+messages whose output was not written are delivered again.
 """
 
 import asyncio
@@ -41,6 +48,13 @@ POLL_SECONDS = 0.1
 COMMIT_SECONDS = 0.1
 # How many recent requests the cycle guard counts visits for.
 REVISIT_KEYS = 10_000
+# After a failed write, the pause before reading again from the last commit (doubling up to max).
+RETRY_MIN_SECONDS = 0.2
+RETRY_MAX_SECONDS = 5.0
+
+
+class WriteFailed(Exception):
+    """A write of this stage was not acknowledged by the bus."""
 
 
 @dataclass(slots=True)
@@ -70,6 +84,18 @@ class StageRunner:
         self.group = group
         # Told of every source message by key, so a timed-out caller can hear what answered.
         self.on_seen = on_seen
+        # One input, nothing to join or batch: each message is written on as built from its
+        # protobuf, tensors never converted (see `messages.relay`).
+        self._relays = len(stage.inputs) == 1 and not stage.triggers and not stage.batch_size
+        self.ready = asyncio.Event()
+        self._partitions: dict[str, int] = {}
+        # Where a reader whose write failed started in partitions the group had no commit for.
+        self._resume_at: dict[TopicPartition, int] = {}
+        self._start_over()
+
+    def _start_over(self) -> None:
+        """The state of a stage that reads from its group's committed offsets."""
+        stage = self.stage
         self.buffer = JoinBuffer(
             len(stage.inputs),
             stage.inputs_join,
@@ -80,27 +106,44 @@ class StageRunner:
         self.batcher = (
             Batcher(stage.batch_size, stage.batch_window_ms) if stage.batch_size else None
         )
-        # One input, nothing to join or batch: each message is written on as built from its
-        # protobuf, tensors never converted (see `messages.relay`).
-        self._relays = len(stage.inputs) == 1 and not stage.triggers and self.batcher is None
         self._visits: OrderedDict[bytes, int] = OrderedDict()
         self._pending_errors: list[tuple[bytes, str, list]] = []
-        self.ready = asyncio.Event()
+        self._writes: list[asyncio.Future] = []  # handed to the bus, not yet acknowledged
+        self._handled: list[Message] = []  # read, their writes not yet acknowledged
         self._done: dict[TopicPartition, int] = {}
         self._committed: dict[TopicPartition, int] = {}
-        self._partitions: dict[str, int] = {}
+        self._first: dict[TopicPartition, int] = {}  # the first offset read, per partition
 
     async def run(self) -> None:
+        delay = RETRY_MIN_SECONDS
+        while True:
+            try:
+                if self._resume_at:
+                    await self._record_resume_points(None)
+                await self._read()
+                return
+            except WriteFailed as exc:
+                log.warning(
+                    "%s: %s; reading again from the last commit in %.1f s",
+                    self.stage.name, exc, delay,
+                )  # fmt: skip
+            self._start_over()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_SECONDS)
+
+    async def _read(self) -> None:
         consumer = await self.bus.consumer(self.group, sorted(self.stage.topics))
         next_commit = 0.0
+        failed = False
         try:
             while True:
                 messages_ = await consumer.poll(self._poll_timeout())
                 if consumer.assignment():
                     self.ready.set()
                 for message in messages_:
+                    self._first.setdefault(message.topic_partition, message.offset)
                     await self._handle(message)
-                    self._done[message.topic_partition] = message.offset + 1
+                    self._handled.append(message)
                 emitted, dropped = self.buffer.expire()
                 for emission in emitted:
                     await self._emit(emission)
@@ -110,15 +153,40 @@ class StageRunner:
                     for batch in self.batcher.expire():
                         await self._write(batch.key, batch.message, batch.headers)
                 await self._write_errors()
+                await self._acknowledged()
                 now = time.monotonic()
                 if not messages_ or now >= next_commit:
                     await self._commit(consumer)
                     next_commit = now + COMMIT_SECONDS
+        except WriteFailed:
+            # Commit nothing more: the next reader starts at the last commit, or where this one
+            # started in partitions without one (else it would start at their end).
+            failed = True
+            self._resume_at = {
+                tp: at for tp, at in self._first.items() if tp not in self._committed
+            }
+            if self._resume_at:
+                with contextlib.suppress(WriteFailed):
+                    await self._record_resume_points(consumer)
+            raise
         finally:
             # Stopping: record what was written on, so a restart does not write it again.
-            with contextlib.suppress(Exception):
-                await self._commit(consumer)
+            if not failed:
+                with contextlib.suppress(Exception):
+                    await self._commit(consumer)
             await consumer.close()
+
+    async def _record_resume_points(self, consumer) -> None:
+        """Commit `_resume_at`, through the reader that failed or, once it is gone, for the group
+        without joining it; WriteFailed (retried) if the bus cannot."""
+        try:
+            if consumer is not None:
+                await consumer.commit(self._resume_at)
+            else:
+                await self.bus.commit_group(self.group, self._resume_at)
+        except Exception as exc:
+            raise WriteFailed(f"could not record where to read again: {exc!r}") from exc
+        self._resume_at = {}
 
     def _poll_timeout(self) -> float:
         deadlines = [self.buffer.next_deadline()]
@@ -310,14 +378,46 @@ class StageRunner:
         )
 
     async def _produce(self, topic: str, key: bytes | None, value: bytes, headers) -> None:
+        """Hand a message to the bus; `_acknowledged` waits for it. The tasks start in the order
+        they are made and a bus takes a message in the first step of `produce`, so a stage's
+        writes keep the order of its reads."""
         partitions = self._partitions.get(topic)
         if partitions is None:
             partitions = self._partitions[topic] = (await self.bus.topics()).get(topic, 1)
-        await self.bus.produce(
-            topic, value, key=key, headers=headers, partition=key_partition(key, partitions)
+        self._writes.append(
+            asyncio.ensure_future(
+                self.bus.produce(
+                    topic, value, key=key, headers=headers, partition=key_partition(key, partitions)
+                )
+            )
         )
 
+    async def _acknowledged(self) -> None:
+        """Wait until the bus has acknowledged every write handed to it, then count the messages
+        read before them done; WriteFailed if a write was not acknowledged."""
+        writes = self._writes
+        if writes:
+            # Unlike gather, wait leaves the writes running if this task is cancelled (stopping),
+            # so the last commit can still wait for them.
+            await asyncio.wait(writes)
+            self._writes = []
+            failures = [
+                "cancelled" if w.cancelled() else w.exception()
+                for w in writes
+                if w.cancelled() or w.exception()
+            ]
+            if failures:
+                raise WriteFailed(
+                    f"{len(failures)} of {len(writes)} writes not acknowledged: {failures[0]!r}"
+                )
+        for message in self._handled:
+            self._done[message.topic_partition] = message.offset + 1
+        self._handled = []
+
     async def _commit(self, consumer) -> None:
+        # First the writes still out: a join emitted at its window's close no longer holds its
+        # parts' offsets back, so committing before its write is acknowledged could lose it.
+        await self._acknowledged()
         held: dict[TopicPartition, int] = {}
         batched = self.batcher.held_positions() if self.batcher is not None else []
         for tp, offset in [*self.buffer.held_positions(), *batched]:

@@ -200,6 +200,20 @@ async def test_ends_are_exact_after_batched_writes(bus, topic):
     await consumer.close()
 
 
+async def test_writes_handed_over_together_land_in_the_order_they_were_made(bus, topic):
+    """Pipeline stages hand a whole poll's writes to the bus and then await them together (one
+    broker round trip per poll, not per message); a partition keeps the order they were made."""
+    await bus.create_topic(topic, 1)
+    writes = [
+        asyncio.ensure_future(bus.produce(topic, b"%d" % n, key=b"k%d" % (n % 7), partition=0))
+        for n in range(500)
+    ]
+    written = await asyncio.gather(*writes)
+    assert [m.offset for m in written] == list(range(500))
+    stored = await bus.read_last(topic, 500)
+    assert [int(m.value) for m in stored] == list(range(500))
+
+
 async def test_commit_does_not_wait_for_a_pending_poll(bus, topic):
     """confluent-kafka lets one call at a time into a consumer; a commit must not queue behind
     a long poll that is waiting for messages."""

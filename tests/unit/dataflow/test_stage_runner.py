@@ -755,3 +755,107 @@ async def test_a_trigger_that_does_not_fire_this_iteration_is_not_an_error(bus, 
     (out,) = await read(bus, stage.sink_topic, 1)
     assert decoded(out, REQUEST) == {"output": [2], "stop": [1]}
     assert await bus.read_last(ERRORS, 10) == []
+
+
+# --- writes the bus does not acknowledge ----------------------------------------------------
+
+
+class BusWithBrokenWrites:
+    """The real bus, except that writes to `topic` fail (as a broker that is down answers)
+    while `broken` is set."""
+
+    def __init__(self, bus, topic: str):
+        self.bus = bus
+        self.topic = topic
+        self.broken = True
+        self.refused = 0
+
+    def __getattr__(self, name):
+        return getattr(self.bus, name)
+
+    async def produce(self, topic, value, **kwargs):
+        if topic == self.topic and self.broken:
+            self.refused += 1
+            await asyncio.sleep(0.001)  # the answer comes back later, as a broker's does
+            raise RuntimeError("broker unavailable")
+        return await self.bus.produce(topic, value, **kwargs)
+
+
+async def test_a_message_whose_write_fails_is_read_again_and_offsets_wait_for_it(
+    bus, runners, monkeypatch
+):
+    monkeypatch.setattr("inferline.dataflow.stage.RETRY_MIN_SECONDS", 0.01)
+    monkeypatch.setattr("inferline.dataflow.stage.RETRY_MAX_SECONDS", 0.05)
+    stage = stage_of(TFSIMPLES, "step tfsimple1")
+    source = stage.inputs[0].topic
+    broken = BusWithBrokenWrites(bus, stage.sink_topic)
+    runners.bus = broken
+    await runners.start(stage, group="gw")
+    keys = [b"0.tfsimples.%d" % n for n in range(3)]
+    for key in keys:
+        await bus.produce(
+            source, request(INPUT0=[1], INPUT1=[1]), key=key, headers=headers("tfsimples", "x")
+        )
+    await wait_until(lambda: broken.refused >= 6)  # the stage read them again, at least once
+    assert await bus.read_last(stage.sink_topic, 10) == []
+    # The group stays at the first message not written (so a restart, too, reads it again).
+    assert await bus.committed("gw", [source]) == {TopicPartition(source, 0): 0}
+
+    broken.broken = False
+    written = await read(bus, stage.sink_topic, 3)
+    assert [m.key for m in written] == keys
+    # Once written, committed (when idle, or within COMMIT_SECONDS).
+    await asyncio.sleep(0.5)
+    assert await bus.committed("gw", [source]) == {TopicPartition(source, 0): 3}
+
+
+async def test_a_stage_writes_in_the_order_it_reads(bus, runners):
+    stage = stage_of(TFSIMPLES, "step tfsimple1")
+    await runners.start(stage, group="go")
+    keys = [b"0.tfsimples.%d" % n for n in range(300)]
+    # Written at once, so that the stage reads many in one poll and writes them together.
+    await asyncio.gather(
+        *(
+            bus.produce(
+                stage.inputs[0].topic,
+                request(INPUT0=[1], INPUT1=[1]),
+                key=key,
+                headers=headers("tfsimples", "x"),
+            )
+            for key in keys
+        )
+    )
+    written = await read(bus, stage.sink_topic, len(keys))
+    assert [m.key for m in written] == keys
+
+
+async def test_offsets_advance_only_past_written_messages(bus, runners, monkeypatch):
+    monkeypatch.setattr("inferline.dataflow.stage.RETRY_MIN_SECONDS", 0.01)
+    monkeypatch.setattr("inferline.dataflow.stage.RETRY_MAX_SECONDS", 0.05)
+    stage = stage_of(TFSIMPLES, "step tfsimple1")
+    source = stage.inputs[0].topic
+    flaky = BusWithBrokenWrites(bus, stage.sink_topic)
+    flaky.broken = False
+    runners.bus = flaky
+    runner, _ = await runners.start(stage, group="ga")
+
+    async def send(n: int) -> None:
+        await bus.produce(
+            source,
+            request(INPUT0=[n], INPUT1=[n]),
+            key=b"0.tfsimples.%d" % n,
+            headers=headers("tfsimples", "x"),
+        )
+
+    await send(1)
+    await read(bus, stage.sink_topic, 1)
+    await wait_until(lambda: runner._committed == {TopicPartition(source, 0): 1})
+    flaky.broken = True
+    await send(2)
+    await wait_until(lambda: flaky.refused >= 3)
+    assert await bus.committed("ga", [source]) == {TopicPartition(source, 0): 1}
+    flaky.broken = False
+    written = await read(bus, stage.sink_topic, 2)
+    assert [m.key for m in written] == [b"0.tfsimples.1", b"0.tfsimples.2"]
+    await asyncio.sleep(0.5)
+    assert await bus.committed("ga", [source]) == {TopicPartition(source, 0): 2}
