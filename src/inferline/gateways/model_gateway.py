@@ -110,6 +110,18 @@ class LocalRouterCaller:
         await self._upstream.aclose()
 
 
+def _once(function: Callable[[], None]) -> Callable[[], None]:
+    called = False
+
+    def call() -> None:
+        nonlocal called
+        if not called:
+            called = True
+            function()
+
+    return call
+
+
 def _header(answer: UpstreamResponse, name: bytes) -> str | None:
     for key, value in answer.headers:
         if key == name:
@@ -173,10 +185,11 @@ class ModelGateway:
                     await workers.acquire()
                     tp = message.topic_partition
                     self._in_flight.setdefault(tp, set()).add(message.offset)
-                    task = asyncio.create_task(self._work(message))
+                    release = _once(workers.release)
+                    task = asyncio.create_task(self._work(message, release))
                     tasks.add(task)
                     task.add_done_callback(
-                        lambda t, m=message: self._finished(t, m, workers, tasks)
+                        lambda t, m=message, r=release: self._finished(t, m, r, tasks)
                     )
                 now = time.monotonic()
                 if not batch or now >= next_commit:
@@ -192,9 +205,9 @@ class ModelGateway:
                 await self._commit(consumer)
             await consumer.close()
 
-    def _finished(self, task, message: Message, workers, tasks) -> None:
+    def _finished(self, task, message: Message, release, tasks) -> None:
         tasks.discard(task)
-        workers.release()
+        release()
         if task.cancelled() or task.exception() is not None:
             # Not written anywhere (the bus failed, or we are stopping): leave the offset
             # uncommitted, so the request is read again after a restart.
@@ -221,7 +234,7 @@ class ModelGateway:
             await consumer.commit(offsets)
             self._committed.update(offsets)
 
-    async def _work(self, message: Message) -> None:
+    async def _work(self, message: Message, release=lambda: None) -> None:
         metadata = [
             (name, value.decode("latin-1"))
             for name, value in message.headers
@@ -245,6 +258,9 @@ class ModelGateway:
                 return
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.config.retry_max)
+        # The model is done with it: the next request takes its slot while the bus acknowledges
+        # the answer (on Kafka a broker round trip as long as the call; the offset still waits).
+        release()
         headers = list(message.headers) + [
             (name, value.encode())
             for name, value in answer_metadata

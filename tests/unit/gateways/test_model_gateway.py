@@ -7,6 +7,7 @@ import contextlib
 
 import pytest
 
+from inferline.bus.base import TopicPartition
 from inferline.dataflow.topics import ERROR_HEADER, TopicNames
 from inferline.gateways.model_gateway import ModelCallError, ModelGateway, ModelGatewayConfig
 
@@ -288,3 +289,36 @@ async def test_an_unexpected_caller_failure_ends_the_request_with_an_error(bus, 
     await bus.produce(INPUTS, b"r", key=b"0.p.x", headers=request_headers("0.p.x"))
     (error,) = await read(bus, ERRORS, 1, timeout=1.0)
     assert error.header(ERROR_HEADER) == b"m"
+
+
+async def test_a_slow_acknowledgement_does_not_hold_the_models_worker(bus, gateways):
+    """On Kafka the answer's write is a broker round trip: the worker goes to the next request
+    meanwhile, and the offset waits for the acknowledgement."""
+    acks = asyncio.Event()
+
+    class SlowAcks:
+        def __getattr__(self, name):
+            return getattr(bus, name)
+
+        async def produce(self, topic, value, **kwargs):
+            if topic == OUTPUTS:
+                await acks.wait()
+            return await bus.produce(topic, value, **kwargs)
+
+    called = []
+
+    async def caller(model, request, metadata):
+        called.append(request)
+        return request, []
+
+    gateways.bus = SlowAcks()
+    gateway, _ = await gateways.start(caller, ModelGatewayConfig(workers=1, retry_min=0.01))
+    for n in range(3):
+        await bus.produce(INPUTS, b"%d" % n, key=b"0.p.%d" % n, headers=request_headers(str(n)))
+    await wait_until(lambda: len(called) == 3)
+    await asyncio.sleep(0.2)  # a commit interval: nothing answered is acknowledged yet
+    assert await bus.committed(gateway.group, [INPUTS]) == {}
+    acks.set()
+    found = await read(bus, OUTPUTS, 3)
+    assert sorted(m.value for m in found) == [b"0", b"1", b"2"]
+    await wait_until(lambda: gateway._committed == {TopicPartition(INPUTS, 0): 3})
