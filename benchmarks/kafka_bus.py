@@ -1,11 +1,14 @@
 """Kafka bus against Tansu: produce->poll latency on one partition, produce throughput of 1 KB
-messages (sequential and 100 in flight), with client and broker CPU.
+messages (sequential and 100 in flight), consume throughput from a backlog, and a relay (read,
+write on, commit: what a pipeline stage does) awaiting each write against handing a poll's
+writes over together, with client and broker CPU.
 
     python benchmarks/kafka_bus.py BOOTSTRAP [--tansu-pid PID] [--set key=value ...]
 """
 
 import argparse
 import asyncio
+import contextlib
 import os
 import resource
 import statistics
@@ -111,6 +114,75 @@ async def throughput(bus: KafkaBus, pid, count: int, in_flight: int) -> None:
     )
 
 
+async def consume(bus: KafkaBus, pid, count: int) -> None:
+    topic = f"bench.cons.{uuid.uuid4().hex[:8]}"
+    await bus.create_topic(topic, 1)
+    value = os.urandom(1024)
+    semaphore = asyncio.Semaphore(100)
+
+    async def one():
+        async with semaphore:
+            await bus.produce(topic, value)
+
+    await asyncio.gather(*(one() for _ in range(count)))
+    consumer = await bus.consumer(f"{topic}.g", [topic], from_beginning=True)
+    got = 0
+    with Meter(pid) as meter:
+        while got < count:
+            got += len(await consumer.poll(5.0, max_messages=10_000))
+    print(
+        f"consume {count} x 1 KB from a backlog: {count / meter.wall:,.0f} msg/s, "
+        f"client CPU {1e6 * meter.client_cpu / count:.0f} us/msg, "
+        f"broker CPU {1e6 * meter.broker_cpu / count:.0f} us/msg"
+    )
+    await consumer.close()
+
+
+async def relay(bus: KafkaBus, pid, count: int, together: bool) -> None:
+    """`count` messages written at once to topic A; a relay reads A, writes each message to B
+    and commits every poll; timed until a reader of B has them all."""
+    tag = uuid.uuid4().hex[:8]
+    source, sink = f"bench.relay.{tag}.a", f"bench.relay.{tag}.b"
+    for topic in (source, sink):
+        await bus.create_topic(topic, 1)
+    reader = await bus.consumer(f"{sink}.g", [sink])
+    relay_consumer = await bus.consumer(f"{source}.g", [source])
+
+    async def run_relay():
+        while True:
+            batch = await relay_consumer.poll(0.1)
+            if not batch:
+                continue
+            writes = [bus.produce(sink, m.value, key=m.key, partition=0) for m in batch]
+            if together:
+                await asyncio.gather(*writes)
+            else:
+                for write in writes:
+                    await write
+            await relay_consumer.commit({batch[-1].topic_partition: batch[-1].offset + 1})
+
+    task = asyncio.create_task(run_relay())
+    value = os.urandom(300)
+    got = 0
+    with Meter(pid) as meter:
+        await asyncio.gather(
+            *(bus.produce(source, value, key=b"%d" % i, partition=0) for i in range(count))
+        )
+        while got < count:
+            got += len(await reader.poll(5.0, max_messages=10_000))
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    how = "a poll's writes awaited together" if together else "each write awaited in turn"
+    print(
+        f"relay {count} x 300 B, {how}: {count / meter.wall:,.0f} msg/s, "
+        f"client CPU {1e6 * meter.client_cpu / count:.0f} us/msg, "
+        f"broker CPU {1e6 * meter.broker_cpu / count:.0f} us/msg"
+    )
+    await relay_consumer.close()
+    await reader.close()
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("bootstrap")
@@ -129,6 +201,9 @@ async def main() -> None:
         await latency(bus, args.tansu_pid, args.round_trips)
         await throughput(bus, args.tansu_pid, args.messages // 10, 1)
         await throughput(bus, args.tansu_pid, args.messages, 100)
+        await consume(bus, args.tansu_pid, args.messages)
+        await relay(bus, args.tansu_pid, args.messages // 10, together=False)
+        await relay(bus, args.tansu_pid, args.messages // 10, together=True)
     finally:
         await bus.close()
 
