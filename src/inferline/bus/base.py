@@ -100,7 +100,8 @@ class Bus(ABC):
     ) -> Consumer:
         """Join `group` reading `topics`. Partitions with no committed offset start at the end
         as it was when this returned (only newer messages), or at the beginning with
-        `from_beginning`."""
+        `from_beginning`; that end is committed for the group, so a member that restarts
+        before reading anything still reads what was written meanwhile."""
 
     @abstractmethod
     async def read_last(self, topic: str, count: int) -> list[Message]:

@@ -39,11 +39,14 @@ moves to a member starts at the group's committed offset; with none, at the firs
 with `from_beginning`, else where the log ended when that member joined (its "join point", as
 the Kafka back end does: nothing written after `consumer()` returns is skipped, even in a
 partition the member takes over later; a partition created after the join starts at its
-beginning). A partition a member keeps through a rebalance keeps that member's position (like
-Kafka's cooperative protocol; eager Kafka rewinds it to the committed offset, so callers must
-tolerate both). Each member reads every message of its partitions once, in offset order,
-between rebalances; `commit` only records offsets for the group. A consumer subscribed to a
-topic that does not exist yet gets its partitions when the topic is created, before any
+beginning). The join point of a partition the group has no committed offset for is committed
+for the group at once, as Kafka's auto-commit records a new member's position: a member that
+restarts before it has read anything resumes there, not at the new end, so what was written
+while it was down is read. A partition a member keeps through a rebalance keeps that member's
+position (like Kafka's cooperative protocol; eager Kafka rewinds it to the committed offset, so
+callers must tolerate both). Each member reads every message of its partitions once, in offset
+order, between rebalances; `commit` only records offsets for the group. A consumer subscribed to
+a topic that does not exist yet gets its partitions when the topic is created, before any
 message is written there, so it sees the first messages even without `from_beginning`.
 
 Retention. With `retention_messages` (default 100,000 per partition: ~100 MB of 1 KB messages,
@@ -293,6 +296,10 @@ class EmbeddedBus(Bus):
                 for topic in member.topics
                 for tp in (TopicPartition(topic, p) for p in range(self._topics.get(topic, 0)))
             }
+            start = {tp: at for tp, at in member.join_points.items() if tp not in state.committed}
+            if start:
+                state.committed.update(start)
+                await self._enqueue_commit(group, start)
         state.members[member.member_id] = member
         for topic in member.topics:
             self._subscribers.setdefault(topic, set()).add(member)

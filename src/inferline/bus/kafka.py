@@ -17,7 +17,9 @@ How the asynchronous interface sits on librdkafka's blocking one:
 - Where a partition starts when the group has no committed offset is decided by us, not by
   `auto.offset.reset`: `from_beginning` starts at the beginning, otherwise at the end of the log
   as it was when `consumer()` returned (its "join point"), so nothing written after `consumer()`
-  returns is skipped, however long the group takes to settle.
+  returns is skipped, however long the group takes to settle. A join point used is committed for
+  the group at once (as Kafka's auto-commit records a new member's position), so a member that
+  restarts before reading anything resumes there rather than at the new end.
 - Tansu's ListOffsets answers the base offset of the last record batch plus one as the high
   watermark, short of the true end when the last batch held several records. The true end is
   therefore taken from a fetch that reaches the end of the partition (librdkafka's end-of-partition
@@ -795,11 +797,13 @@ class KafkaConsumer(Consumer):
             committed = [
                 ck.TopicPartition(p.topic, p.partition, ck.OFFSET_STORED) for p in partitions
             ]
-        starts = []
+        starts, recorded = [], []
         for part in committed:
             tp = TopicPartition(part.topic, part.partition)
             at = self._start_offset(tp, part.offset)
             starts.append(ck.TopicPartition(part.topic, part.partition, at))
+            if at >= 0 and part.offset < 0 and part.offset != ck.OFFSET_STORED:
+                recorded.append(ck.TopicPartition(part.topic, part.partition, at))
         given = frozenset(TopicPartition(p.topic, p.partition) for p in partitions)
         if self._cooperative:
             client.incremental_assign(starts)
@@ -810,6 +814,11 @@ class KafkaConsumer(Consumer):
             client.assign(starts)
             self._assignment = given
             self._paused = False
+        if recorded:
+            try:
+                client.commit(offsets=recorded, asynchronous=False)
+            except ck.KafkaException as exc:
+                log.warning("recording where group %r starts: %s", self.group, exc)
         self._last_activity = time.monotonic()
         self._call_loop(self._mark_joined)
 

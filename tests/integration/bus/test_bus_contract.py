@@ -337,6 +337,39 @@ async def test_committed_offsets_survive_a_restart(make_bus, topic, poll_quietly
     assert [m.value for m in resumed.messages if m.partition == 1] == [b"1-7", b"1-8", b"1-9"]
 
 
+async def test_a_member_that_restarts_before_reading_reads_what_came_meanwhile(
+    make_bus, topic, poll_quietly
+):
+    """A pipeline step that is down only delays its data: a group that joined (at the end)
+    and stopped before anything arrived still reads what was written while it was away."""
+    bus = await make_bus()
+    await bus.create_topic(topic, 2)
+    for partition in range(2):
+        await bus.produce(topic, b"before-join", partition=partition)
+    group = f"{topic}.g"
+    reader = Reader(await bus.consumer(group, [topic]))
+    await poll_until(
+        [reader], lambda: reader.assignment == partitions_of(topic, 2), "the group to join"
+    )
+    await reader.consumer.close()
+    await bus.close()
+
+    reopened = await make_bus()
+    meanwhile = set()
+    for partition in range(2):
+        for i in range(3):
+            message = await reopened.produce(
+                topic, f"{partition}-{i}".encode(), partition=partition
+            )
+            meanwhile.add(message.value)
+    resumed = Reader(await reopened.consumer(group, [topic]))
+    await poll_until(
+        [resumed], lambda: len(resumed.messages) >= 6, "the messages written meanwhile"
+    )
+    await poll_quietly([resumed])
+    assert sorted(m.value for m in resumed.messages) == sorted(meanwhile)
+
+
 async def test_acknowledged_messages_survive_a_restart(make_bus, topic):
     bus = await make_bus()
     await bus.create_topic(topic, 3)

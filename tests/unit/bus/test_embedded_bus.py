@@ -336,15 +336,19 @@ async def test_moved_partitions_resume_at_committed_and_kept_ones_keep_position(
     assert [m.offset for m in await second.poll(0)] == [3, 4]
 
 
-async def test_moved_partition_without_commit_uses_the_new_members_reset(bus):
+async def test_a_moved_partition_resumes_where_the_group_joined(bus):
     await bus.create_topic("t", 2)
     first = await bus.consumer("g", ["t"])
-    await bus.produce("t", b"before", partition=1)
+    # The group's start (the end at its first join) is recorded at once.
+    assert await bus.committed("g", ["t"]) == {tp("t", 0): 0, tp("t", 1): 0}
+    await bus.produce("t", b"after-the-group-joined", partition=1)
     late = await bus.consumer("g", ["t"])
-    early = await bus.consumer("g2", ["t"], from_beginning=True)
     assert late.assignment() == {tp("t", 1)}
-    assert await late.poll(0) == [], "no committed offset, latest: the old message is skipped"
-    assert [m.value for m in await early.poll(0)] == [b"before"]
+    assert [m.value for m in await late.poll(0)] == [b"after-the-group-joined"]
+    # A group joining now starts at the end as it is now: the old message is not its.
+    other = await bus.consumer("g2", ["t"])
+    assert await other.poll(0) == []
+    assert await bus.committed("g2", ["t"]) == {tp("t", 0): 0, tp("t", 1): 1}
     await first.close()
 
 
