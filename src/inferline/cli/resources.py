@@ -428,7 +428,7 @@ def pipeline_inspect(
             sys.stdout.write("\t".join(fields) + "\n")
 
 
-# --- experiment: stored and validated now, run in a later release -------------------------------
+# --- experiment: load, unload, status, list (the router runs active ones) -----------------------
 
 
 def stored_group(kind: str) -> typer.Typer:
@@ -461,8 +461,11 @@ def stored_group(kind: str) -> typer.Typer:
             fail(str(exc))
         output.print_table(
             None,
-            [kind, "state", "reason"],
-            [[s["name"], s["state"], s["reason"]] for s in statuses],
+            [kind, "active", "status"],
+            [
+                [s["experimentName"], str(s["active"]).lower(), s["statusDescription"]]
+                for s in statuses
+            ],
         )
 
     return group

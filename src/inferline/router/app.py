@@ -140,6 +140,7 @@ class Router:
             await self._grpc_server.stop(grace=2)
         if self._grpc_service is not None:
             await self._grpc_service.close()
+        await self.core.mirrors.close()
         await self.follower.stop()
         if self._upstream is not None:
             await self._upstream.aclose()

@@ -8,15 +8,21 @@ Everything they answer by themselves is an `InferlineError` with the HTTP status
 import asyncio
 import base64
 import itertools
+import logging
 import os
+import random
+import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from inferline import __version__
 from inferline.protocol.errors import InferlineError
 from inferline.router.balancer import Balancer, NoEndpointAnswered
-from inferline.router.routes import Endpoint, ModelRoute, RouteTable
+from inferline.router.routes import Endpoint, ExperimentRoute, ModelRoute, RouteTable
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -70,6 +76,14 @@ def not_served_yet(name: str) -> NotServedYet:
     return NotServedYet(f"'{name}': {kind} are not served by this router yet")
 
 
+class UnknownExperiment(InferlineError):
+    status = 404
+
+
+class ExperimentNotActive(InferlineError):
+    status = 503
+
+
 def special_suffix(name: str) -> str | None:
     for suffix in SPECIAL_SUFFIXES:
         if name.endswith(suffix):
@@ -78,8 +92,84 @@ def special_suffix(name: str) -> str | None:
 
 
 def route_header(route: ModelRoute) -> str:
-    """The `x-seldon-route` value for a call answered by `route`."""
+    """The `x-seldon-route` value for a call answered by `route`: `:<model>_<version>:`, as
+    Seldon's Envoy sets it (pipelines answer with `:<p>.pipeline:` from their gateway)."""
     return f":{route.internal_name}:"
+
+
+# One `x-seldon-route` value holds one or more `:<target>:` (they accumulate across hops, and
+# an HTTP client may have joined repeated headers with ", ").
+_ROUTE_TOKEN = re.compile(r":([^:,\s]+):")
+
+
+def route_targets(values: Iterable[str]) -> set[str]:
+    """The targets named by `x-seldon-route` values: `iris_1`, `p.pipeline`, ..."""
+    return {token for value in values for token in _ROUTE_TOKEN.findall(value)}
+
+
+@dataclass(slots=True, frozen=True)
+class Plan:
+    """Where one call goes: `target` is a model name or `<p>.pipeline`; `mirror` the same kind
+    of name when this call is also copied to an experiment's mirror."""
+
+    target: str
+    experiment: str | None = None
+    mirror: str | None = None
+
+
+def _target_name(experiment: ExperimentRoute, name: str) -> str:
+    return name + PIPELINE_SUFFIX if experiment.resource_type == "pipeline" else name
+
+
+class MirrorCalls:
+    """Mirror calls run in the background, at most `limit` at a time.
+
+    A mirror never changes or delays the caller's answer: its call is a task of its own whose
+    answer and errors are dropped. When the mirror is slower than the traffic, copies beyond
+    `limit` are skipped (and counted) instead of piling up.
+    """
+
+    def __init__(self, limit: int = 64):
+        self.limit = limit
+        self.sent = 0
+        self.failed = 0
+        self.skipped = 0
+        self._tasks: set[asyncio.Task] = set()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    def submit(self, call: Callable[[], Awaitable[object]], target: str) -> bool:
+        """Start `call()` unless `limit` mirror calls are running; returns whether it started."""
+        if len(self._tasks) >= self.limit:
+            self.skipped += 1
+            if self.skipped == 1 or self.skipped % 1000 == 0:
+                log.warning(
+                    "mirror '%s' is behind: %d mirror call(s) running, %d copies skipped so far",
+                    target,
+                    len(self._tasks),
+                    self.skipped,
+                )
+            return False
+        self.sent += 1
+        task = asyncio.create_task(self._run(call, target))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
+
+    async def _run(self, call: Callable[[], Awaitable[object]], target: str) -> None:
+        try:
+            await call()
+        except Exception as exc:  # the mirror's own failure; nobody waits for it
+            self.failed += 1
+            log.debug("mirror call to '%s' failed: %s", target, exc)
+
+    async def close(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class _RequestIds:
@@ -115,10 +205,15 @@ class ModelRouter:
         routes: RouteView,
         balancer: Balancer | None = None,
         default_timeout: float = DEFAULT_TIMEOUT,
+        rng: random.Random | None = None,
+        mirror_limit: int = 64,
     ):
         self.routes = routes
         self.balancer = balancer or Balancer()
         self.default_timeout = default_timeout
+        # Experiments' splits and mirror shares (seeded in tests).
+        self.rng = rng or random.Random()
+        self.mirrors = MirrorCalls(mirror_limit)
 
     def ready(self) -> bool:
         """Ready once a route table has been received (a follower tells; anything else is)."""
@@ -128,7 +223,13 @@ class ModelRouter:
         return {"name": ROUTER_NAME, "version": __version__, "extensions": list(EXTENSIONS)}
 
     def resolve(self, name: str) -> ModelRoute:
-        """The route of a model that has a replica to call, or the error to answer with."""
+        """The route to call for model `name`, with the split of an experiment whose default it
+        is applied (randomly: callers without the sticky header, such as pipeline steps, get it
+        this way); or the error to answer with."""
+        return self.route_of(self.plan(name, mirror=False).target)
+
+    def route_of(self, name: str) -> ModelRoute:
+        """The route of model `name` itself, or the error to answer with."""
         route = self.routes.table.models.get(name)
         if route is None:
             raise UnknownModel(name)
@@ -136,6 +237,58 @@ class ModelRouter:
             reason = f": {route.reason}" if route.reason else ""
             raise NoReadyReplica(f"model '{name}' has no ready replica{reason}")
         return route
+
+    def plan(self, name: str, sticky: Iterable[str] = (), mirror: bool = True) -> Plan:
+        """Where a call for `name` goes. `name` may be `<e>.experiment`, or the default of an
+        active experiment (its own callers are split too); anything else goes to `name`.
+        `sticky` are the caller's `x-seldon-route` values: one naming a candidate pins the call
+        to it. `mirror=False` for calls that are not copied (ready, metadata)."""
+        table = self.routes.table
+        if name.endswith(EXPERIMENT_SUFFIX):
+            experiment = self._experiment(table, name[: -len(EXPERIMENT_SUFFIX)])
+        elif name.endswith(PIPELINE_SUFFIX):
+            experiment = table.split_of(name[: -len(PIPELINE_SUFFIX)], "pipeline")
+        else:
+            experiment = table.split_of(name, "model")
+        if experiment is None:
+            return Plan(name)
+        chosen = self._sticky_candidate(experiment, table, route_targets(sticky))
+        if chosen is None:
+            names = [n for n, _ in experiment.candidates]
+            weights = [w for _, w in experiment.candidates]
+            chosen = self.rng.choices(names, weights)[0]
+        copy = None
+        if mirror and experiment.mirror is not None:
+            target, percent = experiment.mirror
+            if self.rng.random() * 100 < percent:
+                copy = _target_name(experiment, target)
+        return Plan(_target_name(experiment, chosen), experiment.name, copy)
+
+    @staticmethod
+    def _experiment(table: RouteTable, name: str) -> ExperimentRoute:
+        experiment = table.experiments.get(name)
+        if experiment is None:
+            raise UnknownExperiment(f"experiment '{name}' not found")
+        if not experiment.active:
+            reason = f": {experiment.reason}" if experiment.reason else ""
+            raise ExperimentNotActive(f"experiment '{name}' is not active{reason}")
+        return experiment
+
+    @staticmethod
+    def _sticky_candidate(
+        experiment: ExperimentRoute, table: RouteTable, targets: set[str]
+    ) -> str | None:
+        """The candidate a sticky caller names (`iris_1` names model iris at any version: model
+        names have no underscore; `p.pipeline` names pipeline p)."""
+        if not targets:
+            return None
+        for name, _ in experiment.candidates:
+            if experiment.resource_type == "pipeline":
+                if name + PIPELINE_SUFFIX in targets:
+                    return name
+            elif any(t == name or t.rsplit("_", 1)[0] == name for t in targets):
+                return name
+        return None
 
     def timeout_for(self, route: ModelRoute) -> float:
         return route.timeout if route.timeout else self.default_timeout

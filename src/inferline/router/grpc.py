@@ -135,14 +135,16 @@ class RouterGrpcService:
         reply = [("x-request-id", request_id)]
         try:
             name = _metadata_value(metadata, "seldon-model") or _read_name(raw)
-            suffix = special_suffix(name)
-            if suffix is not None:
-                answer, extra = await self.special_handlers[suffix](method, raw, name, context)
-                reply = _merge_metadata(reply, extra)
-            else:
-                route = self.router.resolve(name)
-                reply.append(("x-seldon-route", route_header(route)))
-                answer = await self._forward(method, raw, metadata, request_id, route)
+            sticky = [v for k, v in metadata if k == "x-seldon-route" and isinstance(v, str)]
+            plan = self.router.plan(name, sticky, mirror=method == "ModelInfer")
+            if plan.mirror is not None:
+                # The caller's context ends with its answer; the copy keeps what it needs.
+                copy = _MirrorContext(metadata)
+                self.router.mirrors.submit(
+                    lambda: self._dispatch(method, raw, plan.mirror, copy, request_id, []),
+                    plan.mirror,
+                )
+            answer = await self._dispatch(method, raw, plan.target, context, request_id, reply)
         except InferlineError as exc:
             await context.send_initial_metadata(_merge_metadata(reply, exc.headers))
             await context.abort(grpc.StatusCode[grpc_code_name(exc)], exc.message)
@@ -154,6 +156,20 @@ class RouterGrpcService:
             await context.abort(grpc.StatusCode.INTERNAL, "internal router error")
         await context.send_initial_metadata(reply)
         return answer
+
+    async def _dispatch(
+        self, method: str, raw: bytes, target: str, context, request_id: str, reply: list
+    ) -> bytes:
+        """Call `target` (a model or a `.pipeline`); what to send back is added to `reply`."""
+        suffix = special_suffix(target)
+        if suffix is not None:
+            answer, extra = await self.special_handlers[suffix](method, raw, target, context)
+            reply[:] = _merge_metadata(reply, extra)
+            return answer
+        route = self.router.route_of(target)
+        reply.append(("x-seldon-route", route_header(route)))
+        metadata = context.invocation_metadata() or ()
+        return await self._forward(method, raw, metadata, request_id, route)
 
     async def _forward(
         self, method: str, raw: bytes, metadata, request_id: str, route: ModelRoute
@@ -254,6 +270,16 @@ class RouterGrpcService:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+class _MirrorContext:
+    """What a mirrored call reads of the caller's gRPC context, kept past the caller's answer."""
+
+    def __init__(self, metadata):
+        self._metadata = tuple(metadata)
+
+    def invocation_metadata(self):
+        return self._metadata
 
 
 def _metadata_value(metadata, key: str) -> str | None:

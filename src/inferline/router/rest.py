@@ -147,13 +147,14 @@ class RouterRestApp:
             allow(scope, method)
             # Header beats path, as in Seldon Core 2's Envoy.
             name = header(scope, b"seldon-model") or path_name
-            call = ModelCall(scope, name, version, operation, request_id)
             body = await self._read_body(scope, receive) if method == "POST" else b""
-            suffix = special_suffix(name)
-            if suffix is not None:
-                status, headers, payload = await self.special_handlers[suffix](call, body)
-            else:
-                status, headers, payload = await self._proxy(call, body)
+            sticky = [v.decode("latin-1") for k, v in scope["headers"] if k == b"x-seldon-route"]
+            plan = self.router.plan(name, sticky, mirror=operation == "infer")
+            if plan.mirror is not None:
+                mirrored = ModelCall(scope, plan.mirror, version, operation, request_id)
+                self.router.mirrors.submit(lambda: self._dispatch(mirrored, body), plan.mirror)
+            call = ModelCall(scope, plan.target, version, operation, request_id)
+            status, headers, payload = await self._dispatch(call, body)
         except InferlineError as exc:
             status, headers, payload = error_response(exc)
         # A handler may answer with its own request id (a pipeline's is its message key).
@@ -161,8 +162,14 @@ class RouterRestApp:
             headers.append(id_header)
         return status, headers, payload
 
+    async def _dispatch(self, call: ModelCall, body: bytes) -> Response:
+        suffix = special_suffix(call.name)
+        if suffix is not None:
+            return await self.special_handlers[suffix](call, body)
+        return await self._proxy(call, body)
+
     async def _proxy(self, call: ModelCall, body: bytes) -> Response:
-        route = self.router.resolve(call.name)
+        route = self.router.route_of(call.name)
         path = _upstream_path(route, call)
         headers = _upstream_headers(call, route)
 

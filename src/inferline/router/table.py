@@ -15,7 +15,7 @@ from dataclasses import replace
 
 import httpx
 
-from inferline.router.routes import ModelRoute, RouteSource, RouteTable
+from inferline.router.routes import ExperimentRoute, ModelRoute, RouteSource, RouteTable
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +56,16 @@ class MutableRouteSource:
 
     def put(self, route: ModelRoute) -> RouteTable:
         """Publish the current table with `route` added or replaced."""
-        return self.set(RouteTable(0, {**self._table.models, route.name: route}))
+        models = {**self._table.models, route.name: route}
+        return self.set(RouteTable(0, models, dict(self._table.experiments)))
 
     def remove(self, name: str) -> RouteTable:
         models = {n: r for n, r in self._table.models.items() if n != name}
-        return self.set(RouteTable(0, models))
+        return self.set(RouteTable(0, models, dict(self._table.experiments)))
+
+    def put_experiment(self, experiment: ExperimentRoute) -> RouteTable:
+        experiments = {**self._table.experiments, experiment.name: experiment}
+        return self.set(RouteTable(0, dict(self._table.models), experiments))
 
     async def wait_for_change(self, generation: int, timeout: float) -> RouteTable:
         if generation == self._table.generation:

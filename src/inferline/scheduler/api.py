@@ -78,7 +78,7 @@ def create_scheduler_app(scheduler: Scheduler, inspector: Inspector | None = Non
             return _json(scheduler.server_statuses())
         if kind == "Pipeline":
             return _json(scheduler.pipeline_statuses())
-        return _json(scheduler.stored_statuses(kind))
+        return _json(scheduler.experiment_statuses())
 
     async def one_of_kind(request: Request) -> Response:
         kind = _kind(request.path_params["plural"])
@@ -92,10 +92,7 @@ def create_scheduler_app(scheduler: Scheduler, inspector: Inspector | None = Non
             return _json(scheduler.server_status(name))
         if kind == "Pipeline":
             return _json(scheduler.pipeline_status(name))
-        scheduler.get(kind, name)
-        return _json(
-            {"name": name, "state": "Stored", "reason": f"{kind}s are stored, not yet run"}
-        )
+        return _json(scheduler.experiment_status(name))
 
     async def resource(request: Request) -> Response:
         kind = request.path_params["kind"]

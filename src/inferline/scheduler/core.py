@@ -13,7 +13,7 @@ from typing import Any
 
 from inferline.protocol.errors import BadRequest, InferlineError
 from inferline.resources import Resource, model_change_kind, resource_from_dict
-from inferline.router.routes import Endpoint, ModelRoute, RouteTable
+from inferline.router.routes import Endpoint, ExperimentRoute, ModelRoute, RouteTable
 from inferline.scheduler.placement import (
     ModelDemand,
     ReplicaCandidate,
@@ -205,12 +205,74 @@ class Scheduler:
             self.pipeline_states[name] = (version, state, reason)
             self._notify()
 
-    def stored_statuses(self, kind: str) -> list[dict[str, Any]]:
-        """Pipelines and Experiments are validated and kept; running them comes later."""
-        return [
-            {"name": name, "state": "Stored", "reason": f"{kind}s are stored, not yet run"}
-            for name in sorted(self.resources[kind])
+    def experiment_route(self, name: str) -> ExperimentRoute:
+        """The experiment as routers run it: active once its candidates and mirror are ready
+        (a model's latest version ModelAvailable, a pipeline PipelineReady)."""
+        spec = self.get("Experiment", name).spec
+        route = ExperimentRoute(
+            name,
+            [(c.name, c.weight) for c in spec.candidates],
+            default=spec.default,
+            mirror=(spec.mirror.name, spec.mirror.percent) if spec.mirror else None,
+            resource_type=spec.resource_type,
+        )
+        waiting = [
+            f"{c.name} ({problem})"
+            for c in spec.candidates
+            if (problem := self._not_ready(spec.resource_type, c.name))
         ]
+        mirror = spec.mirror and self._not_ready(spec.resource_type, spec.mirror.name)
+        if not spec.candidates:
+            route.reason = "it has no candidates to send requests to"
+        elif waiting:
+            route.reason = f"{spec.resource_type} candidates not ready: {', '.join(waiting)}"
+        elif mirror:
+            route.reason = f"mirror {spec.mirror.name} not ready ({mirror})"
+        route.active = not route.reason
+        return route
+
+    def _not_ready(self, resource_type: str, name: str) -> str:
+        """Why a model or pipeline cannot take an experiment's traffic ("" when it can)."""
+        if resource_type == "pipeline":
+            if name not in self.resources["Pipeline"]:
+                return "pipeline not found"
+            state = self.pipeline_status(name)["state"]
+            return "" if state == "PipelineReady" else state
+        versions = self.versions.get(name)
+        if not versions:
+            return "model not found"
+        return "" if versions[-1].state == MODEL_AVAILABLE else versions[-1].state
+
+    def experiment_status(self, name: str) -> dict[str, Any]:
+        """Seldon's experiment status (c.6): `active`, `candidatesReady`, `mirrorReady`, and the
+        conditions ExperimentReady, CandidatesReady, MirrorReady and Ready."""
+        route = self.experiment_route(name)
+        spec = self.get("Experiment", name).spec
+        candidates = not any(self._not_ready(route.resource_type, n) for n, _ in route.candidates)
+        mirror = not (spec.mirror and self._not_ready(route.resource_type, spec.mirror.name))
+        description = "experiment active" if route.active else route.reason
+
+        def condition(kind: str, ok: bool, message: str = "") -> dict[str, Any]:
+            return {"type": kind, "status": "True" if ok else "False", "message": message}
+
+        return {
+            "experimentName": name,
+            "active": route.active,
+            "candidatesReady": candidates,
+            "mirrorReady": mirror,
+            "statusDescription": description,
+            "default": route.default,
+            "resourceType": route.resource_type,
+            "conditions": [
+                condition("ExperimentReady", route.active, description),
+                condition("CandidatesReady", candidates),
+                condition("MirrorReady", mirror),
+                condition("Ready", route.active and candidates and mirror),
+            ],
+        }
+
+    def experiment_statuses(self) -> list[dict[str, Any]]:
+        return [self.experiment_status(name) for name in sorted(self.resources["Experiment"])]
 
     # --- agents -------------------------------------------------------------------------------
 
@@ -273,6 +335,8 @@ class Scheduler:
             else:
                 route.reason = f"{latest.state}" + (f": {latest.reason}" if latest.reason else "")
             table.models[name] = route
+        for name in self.resources["Experiment"]:
+            table.experiments[name] = self.experiment_route(name)
         return table
 
     async def wait_for_change(self, generation: int, timeout: float) -> RouteTable:

@@ -342,7 +342,7 @@ def test_upstream_error_passes_through(cluster, rest, grpc_client):
     assert failure.value.message() == "model 'echo_1' failed: boom"
 
 
-def test_pipelines_and_experiments_are_not_served_yet(rest, grpc_channel):
+def test_pipelines_are_not_served_yet_and_unknown_experiments_are_404(rest, grpc_channel):
     for path, headers in [
         ("/v2/pipelines/p/infer", {}),
         ("/v2/models/p.pipeline/infer", {}),
@@ -355,7 +355,7 @@ def test_pipelines_and_experiments_are_not_served_yet(rest, grpc_channel):
         }
     answer = rest.post("/v2/models/e.experiment/infer", json=infer_body())
     assert answer.status_code == 404
-    assert "experiments are not served by this router yet" in answer.json()["error"]
+    assert answer.json()["error"] == "experiment 'e' not found"
     with pytest.raises(grpc.RpcError) as failure:
         raw_grpc_infer(grpc_channel, metadata=(("seldon-model", "p.pipeline"),))
     assert failure.value.code() is grpc.StatusCode.NOT_FOUND

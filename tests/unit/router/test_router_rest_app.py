@@ -151,4 +151,4 @@ async def test_special_suffix_handlers_plug_in(upstream):
         assert answer.headers["x-request-id"]
         answer = await client.get("/v2/models/e.experiment/ready")
         assert answer.status_code == 404
-        assert "experiments are not served" in answer.json()["error"]
+        assert answer.json()["error"] == "experiment 'e' not found"
