@@ -359,3 +359,13 @@ def test_resolve_applies_the_split_for_callers_without_a_plan():
     picks = Counter(core.resolve("iris").internal_name for _ in range(400))
     assert set(picks) == {"iris_1", "iris2_3"}, picks
     assert {core.route_of("iris").internal_name for _ in range(50)} == {"iris_1"}
+
+
+def test_a_candidate_that_goes_away_reverts_the_default_to_plain(scheduler):
+    load_ready(scheduler, "iris", "iris2")
+    scheduler.apply(experiment(["iris", "iris2"]))
+    assert scheduler.route_table().split_of("iris", "model") is not None
+    scheduler.delete("Model", "iris2")
+    routes = scheduler.route_table()
+    assert routes.split_of("iris", "model") is None
+    assert routes.experiments["ab"].reason == "model candidates not ready: iris2 (model not found)"
