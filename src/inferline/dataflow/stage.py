@@ -89,8 +89,6 @@ class StageRunner:
         self._relays = len(stage.inputs) == 1 and not stage.triggers and not stage.batch_size
         self.ready = asyncio.Event()
         self._partitions: dict[str, int] = {}
-        # Where a reader whose write failed started in partitions the group had no commit for.
-        self._resume_at: dict[TopicPartition, int] = {}
         self._start_over()
 
     def _start_over(self) -> None:
@@ -112,14 +110,11 @@ class StageRunner:
         self._handled: list[Message] = []  # read, their writes not yet acknowledged
         self._done: dict[TopicPartition, int] = {}
         self._committed: dict[TopicPartition, int] = {}
-        self._first: dict[TopicPartition, int] = {}  # the first offset read, per partition
 
     async def run(self) -> None:
         delay = RETRY_MIN_SECONDS
         while True:
             try:
-                if self._resume_at:
-                    await self._record_resume_points(None)
                 await self._read()
                 return
             except WriteFailed as exc:
@@ -141,7 +136,6 @@ class StageRunner:
                 if consumer.assignment():
                     self.ready.set()
                 for message in messages_:
-                    self._first.setdefault(message.topic_partition, message.offset)
                     await self._handle(message)
                     self._handled.append(message)
                 emitted, dropped = self.buffer.expire()
@@ -159,15 +153,9 @@ class StageRunner:
                     await self._commit(consumer)
                     next_commit = now + COMMIT_SECONDS
         except WriteFailed:
-            # Commit nothing more: the next reader starts at the last commit, or where this one
-            # started in partitions without one (else it would start at their end).
+            # Commit nothing more: the next reader starts at the last commit (the bus records
+            # where the group started as soon as it joins, so there always is one).
             failed = True
-            self._resume_at = {
-                tp: at for tp, at in self._first.items() if tp not in self._committed
-            }
-            if self._resume_at:
-                with contextlib.suppress(WriteFailed):
-                    await self._record_resume_points(consumer)
             raise
         finally:
             # Stopping: record what was written on, so a restart does not write it again.
@@ -175,18 +163,6 @@ class StageRunner:
                 with contextlib.suppress(Exception):
                     await self._commit(consumer)
             await consumer.close()
-
-    async def _record_resume_points(self, consumer) -> None:
-        """Commit `_resume_at`, through the reader that failed or, once it is gone, for the group
-        without joining it; WriteFailed (retried) if the bus cannot."""
-        try:
-            if consumer is not None:
-                await consumer.commit(self._resume_at)
-            else:
-                await self.bus.commit_group(self.group, self._resume_at)
-        except Exception as exc:
-            raise WriteFailed(f"could not record where to read again: {exc!r}") from exc
-        self._resume_at = {}
 
     def _poll_timeout(self) -> float:
         deadlines = [self.buffer.next_deadline()]
