@@ -52,6 +52,17 @@ def ab(default="iris", weights=(50, 50), mirror=None, active=True, reason="") ->
     )
 
 
+def pab() -> ExperimentRoute:
+    """A pipeline experiment: add10 against mul10, 50/50, on add10's own name."""
+    return ExperimentRoute(
+        "pab",
+        [("add10", 1), ("mul10", 1)],
+        default="add10",
+        resource_type="pipeline",
+        active=True,
+    )
+
+
 def router(*experiments: ExperimentRoute, seed: int = 7) -> ModelRouter:
     return ModelRouter(MutableRouteSource(table(*experiments)), rng=random.Random(seed))
 
@@ -83,14 +94,7 @@ def test_without_default_only_the_experiment_name_is_split():
 
 
 def test_a_pipeline_experiment_picks_pipelines():
-    experiment = ExperimentRoute(
-        "pab",
-        [("add10", 1), ("mul10", 1)],
-        default="add10",
-        resource_type="pipeline",
-        active=True,
-    )
-    core = router(experiment)
+    core = router(pab())
     targets = {core.plan("add10.pipeline").target for _ in range(200)}
     assert targets == {"add10.pipeline", "mul10.pipeline"}
     # A model named like the pipeline is not split by a pipeline experiment.
@@ -242,14 +246,7 @@ async def test_pipeline_candidates_are_called_through_the_pipeline_handler():
     async def pipelines(call, body):
         return 200, [(b"x-seldon-route", f":{call.name}:".encode())], call.name.encode()
 
-    experiment = ExperimentRoute(
-        "pab",
-        [("add10", 1), ("mul10", 1)],
-        default="add10",
-        resource_type="pipeline",
-        active=True,
-    )
-    core = router(experiment)
+    core = router(pab())
     async with await client_for(core, SlowMirrorUpstream(), {".pipeline": pipelines}) as client:
         names = set()
         for _ in range(40):
