@@ -87,10 +87,10 @@ class PipelineApi:
 
     async def grpc(self, method: str, raw: bytes, name: str, context):
         pipeline = _pipeline_name(name)
-        if method.endswith("/ModelReady"):
+        if method == "ModelReady":
             self._status(pipeline)
             return pb.ModelReadyResponse(ready=self.ready(pipeline)).SerializeToString(), []
-        if method.endswith("/ModelMetadata"):
+        if method == "ModelMetadata":
             meta = self.metadata(pipeline)
             response = pb.ModelMetadataResponse(
                 name=meta["name"], versions=meta["versions"], platform=meta["platform"]
