@@ -1,7 +1,8 @@
 """Prometheus metrics, served at `/metrics` on the REST port of the server and the router.
 
 Names follow MLServer's where MLServer has one (`model_infer_request_success`, ...,
-`seldon_model_drift`), so dashboards built for it keep working. A process started with
+`seldon_model_drift`), so dashboards built for it keep working; the router's follow Seldon Core
+2's (`seldon_model_infer_total`, `seldon_pipeline_infer_total`, ...). A process started with
 `PROMETHEUS_MULTIPROC_DIR` set (the server's worker processes) reports the sum over every
 process writing to that folder.
 """
@@ -50,6 +51,106 @@ DRIFT = Histogram(
     ("model_name", "model_version"),
     buckets=(0.5, 1),
 )
+
+# The router's, named and labelled as Seldon Core 2's agent counts the calls that reach a server
+# replica (scheduler/pkg/metrics/agent.go) and its pipeline gateway the pipeline calls
+# (scheduler/pkg/metrics/gateway.go), with their buckets. inferline has no agent: the router
+# counts each call it makes to a replica. prometheus_client adds `_total` to a counter's name.
+SELDON_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
+_MODEL_LABELS = ("server", "server_replica", "model", "model_internal", "method_type", "code")
+_MODEL_AGGREGATE_LABELS = ("server", "server_replica", "method_type")
+MODEL_INFER = Counter("seldon_model_infer", "A count of server inference calls", _MODEL_LABELS)
+MODEL_INFER_SECONDS = Counter(
+    "seldon_model_infer_seconds", "A sum of server inference call latencies", _MODEL_LABELS
+)
+MODEL_AGGREGATE_INFER = Counter(
+    "seldon_model_aggregate_infer",
+    "A count of server inference calls (aggregate)",
+    _MODEL_AGGREGATE_LABELS,
+)
+MODEL_AGGREGATE_INFER_SECONDS = Counter(
+    "seldon_model_aggregate_infer_seconds",
+    "A sum of server inference call latencies (aggregate)",
+    _MODEL_AGGREGATE_LABELS,
+)
+MODEL_INFER_API = Histogram(
+    "seldon_model_infer_api_seconds",
+    "A histogram of latencies for inference server",
+    ("server", "server_replica", "method", "code"),
+    buckets=SELDON_BUCKETS,
+)
+PIPELINE_SERVER = "pipeline-gateway"
+_PIPELINE_LABELS = ("server", "pipeline", "method_type", "code")
+PIPELINE_INFER = Counter(
+    "seldon_pipeline_infer", "A count of pipeline gateway calls", _PIPELINE_LABELS
+)
+PIPELINE_INFER_SECONDS = Counter(
+    "seldon_pipeline_infer_seconds", "A sum of pipeline gateway call latencies", _PIPELINE_LABELS
+)
+PIPELINE_AGGREGATE_INFER = Counter(
+    "seldon_pipeline_aggregate_infer",
+    "A count of pipeline gateway calls (aggregate)",
+    ("server", "method_type"),
+)
+PIPELINE_AGGREGATE_INFER_SECONDS = Counter(
+    "seldon_pipeline_aggregate_infer_seconds",
+    "A sum of pipeline gateway call latencies (aggregate)",
+    ("server", "method_type"),
+)
+PIPELINE_INFER_API = Histogram(
+    "seldon_pipeline_infer_api_seconds",
+    "A histogram of latencies for pipeline gateway",
+    ("server", "pipeline", "method", "code"),
+    buckets=SELDON_BUCKETS,
+)
+
+
+class InferSeries:
+    """The five series one kind of call adds to (count and seconds, their aggregates, the
+    histogram), bound once: label lookups cost more than the increments."""
+
+    __slots__ = ("aggregate_count", "aggregate_seconds", "count", "latency", "seconds")
+
+    def __init__(self, count, seconds, aggregate_count, aggregate_seconds, latency):
+        self.count = count
+        self.seconds = seconds
+        self.aggregate_count = aggregate_count
+        self.aggregate_seconds = aggregate_seconds
+        self.latency = latency
+
+    def observe(self, seconds: float) -> None:
+        self.count.inc()
+        self.seconds.inc(seconds)
+        self.aggregate_count.inc()
+        self.aggregate_seconds.inc(seconds)
+        self.latency.observe(seconds)
+
+
+def model_infer_series(
+    server: str, replica: str, model: str, internal: str, method_type: str, method: str, code: str
+) -> InferSeries:
+    """`method` is the histogram's: Seldon's agent puts the HTTP method there for REST ("post")
+    and "grpc" for gRPC."""
+    labels = (server, replica, model, internal, method_type, code)
+    return InferSeries(
+        MODEL_INFER.labels(*labels),
+        MODEL_INFER_SECONDS.labels(*labels),
+        MODEL_AGGREGATE_INFER.labels(server, replica, method_type),
+        MODEL_AGGREGATE_INFER_SECONDS.labels(server, replica, method_type),
+        MODEL_INFER_API.labels(server, replica, method, code),
+    )
+
+
+def pipeline_infer_series(pipeline: str, method_type: str, code: str) -> InferSeries:
+    labels = (PIPELINE_SERVER, pipeline, method_type, code)
+    return InferSeries(
+        PIPELINE_INFER.labels(*labels),
+        PIPELINE_INFER_SECONDS.labels(*labels),
+        PIPELINE_AGGREGATE_INFER.labels(PIPELINE_SERVER, method_type),
+        PIPELINE_AGGREGATE_INFER_SECONDS.labels(PIPELINE_SERVER, method_type),
+        # Seldon's gateway puts the method type ("rest", "grpc") in the histogram's `method`.
+        PIPELINE_INFER_API.labels(*labels),
+    )
 
 
 def labels(model: str, version: str | None) -> dict[str, str]:

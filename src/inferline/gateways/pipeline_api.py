@@ -1,14 +1,19 @@
 """The router's handlers for `<name>.pipeline`: V2 calls to a pipeline, over REST and gRPC.
 
 REST bodies are decoded and encoded here (JSON or binary tensors, as for models); gRPC requests
-are already the protobuf the bus carries and go through untouched.
+are already the protobuf the bus carries and go through untouched. Inference calls are counted
+in Seldon's pipeline gateway metrics (`seldon_pipeline_infer_total`, ...), with the code the
+caller gets; calls naming no pipeline are not (Seldon's Envoy has no route for them).
 """
+
+import time
 
 import orjson
 
+from inferline import metrics
 from inferline.gateways.pipeline_gateway import PipelineGateway
 from inferline.protocol import json_encoding, protobuf
-from inferline.protocol.errors import InferlineError, ModelNotFound
+from inferline.protocol.errors import InferlineError, ModelNotFound, grpc_code_name
 from inferline.protocol.proto import inference_pb2 as pb
 from inferline.scheduler.core import Scheduler
 
@@ -24,6 +29,15 @@ class PipelineApi:
     def __init__(self, gateway: PipelineGateway, scheduler: Scheduler):
         self.gateway = gateway
         self.scheduler = scheduler
+        # (pipeline, method type, code) -> its metric series, bound on first use.
+        self._series: dict[tuple[str, str, str], metrics.InferSeries] = {}
+
+    def _count(self, pipeline: str, method_type: str, code: str, started: float) -> None:
+        key = (pipeline, method_type, code)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = metrics.pipeline_infer_series(*key)
+        series.observe(time.perf_counter() - started)
 
     def _status(self, pipeline: str) -> dict:
         try:
@@ -64,6 +78,17 @@ class PipelineApi:
         if call.operation == "metadata":
             return 200, [(b"content-type", _JSON)], orjson.dumps(self.metadata(pipeline))
         self._check_exists(pipeline)
+        started = time.perf_counter()
+        try:
+            answer = await self._rest_infer(pipeline, call, body)
+        except Exception as exc:
+            status = exc.status if isinstance(exc, InferlineError) else 500
+            self._count(pipeline, "rest", str(status), started)
+            raise
+        self._count(pipeline, "rest", "200", started)
+        return answer
+
+    async def _rest_infer(self, pipeline: str, call, body: bytes):
         length = _header(call.scope, b"inference-header-content-length")
         request = json_encoding.decode_request(body, int(length) if length else None)
         message = protobuf.request_to_proto(request, pipeline).SerializeToString()
@@ -100,7 +125,14 @@ class PipelineApi:
         metadata = context.invocation_metadata() or ()
         request_id = next((v for k, v in metadata if k == "x-request-id"), None)
         headers = [(k, v) for k, v in metadata if k.startswith("x-") and isinstance(v, str)]
-        answer = await self.gateway.infer(pipeline, raw, request_id or _new_id(), headers)
+        started = time.perf_counter()
+        try:
+            answer = await self.gateway.infer(pipeline, raw, request_id or _new_id(), headers)
+        except Exception as exc:
+            code = grpc_code_name(exc) if isinstance(exc, InferlineError) else "INTERNAL"
+            self._count(pipeline, "grpc", code, started)
+            raise
+        self._count(pipeline, "grpc", "OK", started)
         return answer.value, answer.headers
 
 

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from inferline import __version__
+from inferline import __version__, metrics
 from inferline.protocol.errors import InferlineError
 from inferline.router.balancer import Balancer, NoEndpointAnswered
 from inferline.router.routes import Endpoint, ExperimentRoute, ModelRoute, RouteTable
@@ -172,6 +172,46 @@ class MirrorCalls:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+class InferMetrics:
+    """Counts one transport's inference calls of model replicas in Seldon's agent metrics
+    (`metrics.model_infer_series`), labelled with the replica that was called last.
+
+    `answer_code` and `error_code` give the `code` label of an answer and of an error: what the
+    router answers the client with (for a timeout or no reachable replica: 504 / 503, or
+    DEADLINE_EXCEEDED / UNAVAILABLE). Calls that never reach a replica (unknown model, no ready
+    replica) are not counted: Seldon's agent never sees them either, and their names would be
+    the caller's, not a model's.
+    """
+
+    def __init__(
+        self,
+        method_type: str,
+        method: str,
+        answer_code: Callable[[object], str],
+        error_code: Callable[[Exception], str],
+    ):
+        self.method_type = method_type
+        self.method = method
+        self.answer_code = answer_code
+        self.error_code = error_code
+        self._series: dict[tuple[str, Endpoint, str], metrics.InferSeries] = {}
+
+    def observe(self, route: ModelRoute, endpoint: Endpoint, code: str, seconds: float) -> None:
+        key = (route.internal_name, endpoint, code)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = metrics.model_infer_series(
+                endpoint.server,
+                str(endpoint.replica),
+                route.name,
+                route.internal_name,
+                self.method_type,
+                self.method,
+                code,
+            )
+        series.observe(seconds)
+
+
 class _RequestIds:
     """xid-style ids, as Seldon's agent makes: 4 bytes of seconds, 5 random bytes fixed per
     process, a 3-byte counter; 20 characters of base32hex, sortable by creation time."""
@@ -298,10 +338,35 @@ class ModelRouter:
         route: ModelRoute,
         attempt: Callable[[Endpoint], Awaitable[T]],
         timeout: float | None = None,
+        counted: InferMetrics | None = None,
     ) -> T:
         """Call one replica of `route` through the balancer, within `timeout` seconds (default:
-        the route's). Raises `UpstreamTimeout` or `UpstreamUnavailable` naming the model."""
+        the route's). Raises `UpstreamTimeout` or `UpstreamUnavailable` naming the model.
+        An inference call is `counted` in the metrics given, whatever its outcome."""
         limit = self.timeout_for(route) if timeout is None else timeout
+        if counted is None:
+            return await self._call(route, attempt, limit)
+        called: Endpoint | None = None
+
+        async def tracked(endpoint: Endpoint) -> T:
+            nonlocal called
+            called = endpoint
+            return await attempt(endpoint)
+
+        started = time.perf_counter()
+        try:
+            answer = await self._call(route, tracked, limit)
+        except Exception as exc:
+            if called is not None:
+                seconds = time.perf_counter() - started
+                counted.observe(route, called, counted.error_code(exc), seconds)
+            raise
+        counted.observe(route, called, counted.answer_code(answer), time.perf_counter() - started)
+        return answer
+
+    async def _call(
+        self, route: ModelRoute, attempt: Callable[[Endpoint], Awaitable[T]], limit: float
+    ) -> T:
         try:
             async with asyncio.timeout(limit):
                 return await self.balancer.call(route.internal_name, route.endpoints, attempt)

@@ -20,6 +20,7 @@ from inferline.protocol.proto import inference_pb2 as pb
 from inferline.router.balancer import ConnectFailure
 from inferline.router.core import (
     SPECIAL_SUFFIXES,
+    InferMetrics,
     ModelRouter,
     new_request_id,
     not_served_yet,
@@ -66,6 +67,17 @@ class UpstreamStatus(Exception):
         super().__init__(error.details())
         self.code = error.code()
         self.details = error.details() or ""
+
+
+def _error_code(exc: Exception) -> str:
+    if isinstance(exc, UpstreamStatus):
+        return exc.code.name
+    return grpc_code_name(exc) if isinstance(exc, InferlineError) else "INTERNAL"
+
+
+# ModelInfer calls, `code` the gRPC status code's name (Seldon's agent's histogram has "grpc" as
+# its `method`).
+GRPC_INFER = InferMetrics("grpc", "grpc", lambda answer: "OK", _error_code)
 
 
 async def _not_served_yet(method: str, raw: bytes, name: str, context):
@@ -212,7 +224,8 @@ class RouterGrpcService:
                     raise TimeoutError from None
                 raise UpstreamStatus(exc) from None
 
-        return await self.router.call(route, attempt, timeout)
+        counted = GRPC_INFER if method == "ModelInfer" else None
+        return await self.router.call(route, attempt, timeout, counted)
 
     # --- channels -----------------------------------------------------------------------------
 

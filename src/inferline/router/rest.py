@@ -4,13 +4,15 @@ Hand-routed like the server's `RestApp`. The model comes from the `seldon-model`
 the path; the path's model name is rewritten to the route's internal name (`<model>_<version>`)
 and the body goes upstream byte for byte (JSON or binary tensors) over kept-alive connections
 (`upstream.HttpUpstream`). The replica's answer comes back as it was (status, body, content-type,
-inference header), plus `x-request-id` and `x-seldon-route`.
+inference header), plus `x-request-id` and `x-seldon-route`. `GET /metrics` answers the
+Prometheus metrics of this process (`inferline.metrics`), Seldon Core 2's router-side ones included.
 """
 
 import logging
 from collections.abc import Awaitable, Callable
 from urllib.parse import quote
 
+from inferline import metrics
 from inferline.asgi import (
     Response,
     allow,
@@ -25,6 +27,7 @@ from inferline.router.balancer import ConnectFailure
 from inferline.router.core import (
     SPECIAL_SUFFIXES,
     BadGateway,
+    InferMetrics,
     ModelRouter,
     NoRoute,
     new_request_id,
@@ -38,6 +41,7 @@ from inferline.router.upstream import (
     UpstreamBroken,
     UpstreamClosed,
     UpstreamConnectError,
+    UpstreamResponse,
 )
 
 log = logging.getLogger(__name__)
@@ -66,6 +70,16 @@ _HOP_HEADERS = frozenset(
 )
 # Set by the router's own HTTP server on the way back.
 _RESPONSE_SKIP = _HOP_HEADERS | {b"date", b"server"}
+
+
+def _error_status(exc: Exception) -> str:
+    return str(exc.status) if isinstance(exc, InferlineError) else "500"
+
+
+# Inference calls over REST (the router's and the pipeline steps'), `code` the HTTP status. Only
+# POST .../infer is counted, so the histogram's `method` (the HTTP method, lower-cased by
+# Seldon's agent) is always "post".
+REST_INFER = InferMetrics("rest", "post", lambda answer: str(answer.status), _error_status)
 
 
 class ModelCall:
@@ -114,6 +128,10 @@ class RouterRestApp:
 
     async def _route(self, scope, receive) -> Response:
         parts = scope["path"].strip("/").split("/")
+        if parts == ["metrics"]:
+            allow(scope, "GET")
+            body, content_type = metrics.exposition()
+            return 200, [(b"content-type", content_type.encode())], body
         if parts[0] != "v2":
             raise NoRoute(f"no route for {scope['path']}")
         rest = parts[1:]
@@ -173,18 +191,20 @@ class RouterRestApp:
         path = _upstream_path(route, call)
         headers = _upstream_headers(call, route)
 
-        async def attempt(endpoint: Endpoint) -> Response:
+        async def attempt(endpoint: Endpoint) -> UpstreamResponse:
             return await self._send(endpoint, call.method, path, headers, body)
 
-        status, upstream_headers, payload = await self.router.call(route, attempt)
-        upstream_headers.append((b"x-seldon-route", route_header(route).encode()))
-        return status, upstream_headers, payload
+        counted = REST_INFER if call.operation == "infer" else None
+        response = await self.router.call(route, attempt, counted=counted)
+        response_headers = [(k, v) for k, v in response.headers if k not in _RESPONSE_SKIP]
+        response_headers.append((b"x-seldon-route", route_header(route).encode()))
+        return response.status, response_headers, response.body
 
     async def _send(
         self, endpoint: Endpoint, method: str, target: str, headers: list, body: bytes
-    ) -> Response:
+    ) -> UpstreamResponse:
         try:
-            response = await self.upstream.request(endpoint.http, method, target, headers, body)
+            return await self.upstream.request(endpoint.http, method, target, headers, body)
         except UpstreamConnectError as exc:
             raise ConnectFailure(endpoint, str(exc)) from None
         except UpstreamClosed as exc:
@@ -195,8 +215,6 @@ class RouterRestApp:
             raise BadGateway(
                 f"model replica at {endpoint.http} broke off its answer: {exc}"
             ) from None
-        response_headers = [(k, v) for k, v in response.headers if k not in _RESPONSE_SKIP]
-        return response.status, response_headers, response.body
 
     async def _read_body(self, scope, receive) -> bytes:
         return await read_body(scope, receive, self.max_request_size, "router")
