@@ -26,6 +26,7 @@ from inferline.router.app import Router, RouterConfig
 from inferline.router.core import PIPELINE_SUFFIX
 from inferline.scheduler.serve import SchedulerService
 from inferline.server.serve import stop_on_signal
+from inferline.tracing import TracingConfig
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,8 @@ class UpConfig:
     model_gateway_timeout: float = 120.0
     # Seconds a synchronous pipeline call waits for its answer.
     pipeline_timeout: float = 60.0
+    # Where this process and the servers it starts send traces; None: no tracing.
+    tracing: TracingConfig | None = None
 
 
 def open_bus(config: UpConfig):
@@ -88,6 +91,7 @@ class ServerSupervisor:
             "--workers", str(self.config.workers),
             *(["--router", f"{self.config.host}:{self.config.http_port}"]
               if self.config.http_port else []),
+            *(self.config.tracing.cli_args() if self.config.tracing else []),
         ]  # fmt: skip
         log_file = (self.log_dir / f"{self.config.server_name}-{replica}.log").open("ab")
         process = await asyncio.create_subprocess_exec(

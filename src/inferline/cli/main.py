@@ -18,12 +18,50 @@ app = typer.Typer(
 
 LogLevel = Annotated[str, typer.Option("--log-level", help="Logging level.")]
 MiB = 1024 * 1024
+# Tracing (OpenTelemetry, the `tracing` extra); the OTEL_EXPORTER_OTLP_* variables work too.
+TracingEndpoint = Annotated[
+    str | None,
+    typer.Option(
+        help="OTLP collector to send traces to, e.g. http://127.0.0.1:4318 (default: "
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT / OTEL_EXPORTER_OTLP_ENDPOINT; unset: no tracing)."
+    ),
+]
+TracingProtocol = Annotated[str | None, typer.Option(help="OTLP protocol: http (default) or grpc.")]
+TracingRatio = Annotated[
+    float | None,
+    typer.Option(help="Share of new traces recorded, 0-1 (default 1); callers' choice is kept."),
+]
 
 
 def _logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+
+
+def _tracing(service: str, endpoint: str | None, protocol: str | None, ratio: float | None):
+    """Start tracing if asked for (flags or environment); its setting, or None."""
+    from inferline import tracing
+
+    try:
+        config = tracing.config_from(endpoint, protocol, ratio)
+        if config is not None:
+            tracing.setup(service, config)
+    except tracing.TracingError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    return config
+
+
+def _run_traced(main) -> None:
+    """Run `main` (a coroutine), then send the spans still buffered."""
+    from inferline import tracing
+    from inferline.server.serve import run
+
+    try:
+        run(main)
+    finally:
+        tracing.shutdown()
 
 
 @app.command()
@@ -52,12 +90,16 @@ def serve(
             min=1, help="Worker processes sharing the ports (one per core scales CPU-bound models)."
         ),
     ] = 1,
+    tracing_endpoint: TracingEndpoint = None,
+    tracing_protocol: TracingProtocol = None,
+    tracing_ratio: TracingRatio = None,
     log_level: LogLevel = "INFO",
 ) -> None:
     """Serve every model found in MODEL_DIRS over V2 REST and gRPC (like `mlserver start`)."""
-    from inferline.server.serve import ServerConfig, run, serve
+    from inferline.server.serve import ServerConfig, serve
 
     _logging(log_level)
+    tracing_config = _tracing("inferline-server", tracing_endpoint, tracing_protocol, tracing_ratio)
     config = ServerConfig(
         model_dirs=model_dirs,
         host=host,
@@ -66,8 +108,9 @@ def serve(
         max_request_size=max_request_size,
         max_grpc_message_size=max_grpc_message_size,
         workers=workers,
+        tracing=tracing_config,
     )
-    run(serve(config))
+    _run_traced(serve(config))
 
 
 @app.command()
@@ -116,6 +159,9 @@ def up(
     pipeline_timeout: Annotated[
         float, typer.Option(help="Seconds a synchronous pipeline call waits for its answer.")
     ] = 60.0,
+    tracing_endpoint: TracingEndpoint = None,
+    tracing_protocol: TracingProtocol = None,
+    tracing_ratio: TracingRatio = None,
     log_level: LogLevel = "WARNING",
 ) -> None:
     """Run everything on this machine: scheduler, router, pipelines and model servers.
@@ -125,11 +171,11 @@ def up(
     # Server processes are started by fork+exec; gRPC's fork handlers are not needed for that,
     # and would warn about gRPC threads on every start.
     os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
-    from inferline.server.serve import run
     from inferline.up import UpConfig
     from inferline.up import up as run_up
 
     _logging(log_level)
+    tracing_config = _tracing("inferline-core", tracing_endpoint, tracing_protocol, tracing_ratio)
     kafka_config = None
     if kafka:
         kafka_config = {"bootstrap.servers": kafka}
@@ -150,8 +196,9 @@ def up(
         model_gateway_workers=model_gateway_workers,
         model_gateway_timeout=model_gateway_timeout,
         pipeline_timeout=pipeline_timeout,
+        tracing=tracing_config,
     )
-    run(run_up(config))
+    _run_traced(run_up(config))
 
 
 @app.command()
@@ -187,14 +234,18 @@ def router(
     grpc_port: Annotated[int, typer.Option(help="gRPC port.")] = 9001,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",
     timeout: Annotated[float, typer.Option(help="Default seconds per inference call.")] = 60.0,
+    tracing_endpoint: TracingEndpoint = None,
+    tracing_protocol: TracingProtocol = None,
+    tracing_ratio: TracingRatio = None,
     log_level: LogLevel = "INFO",
 ) -> None:
     """Run a router alone, following a scheduler's routes (for many machines)."""
     from inferline.router.app import Router, RouterConfig
     from inferline.router.table import HttpRouteSource
-    from inferline.server.serve import run, stop_on_signal
+    from inferline.server.serve import stop_on_signal
 
     _logging(log_level)
+    _tracing("inferline-router", tracing_endpoint, tracing_protocol, tracing_ratio)
 
     async def main() -> None:
         stop = stop_on_signal()
@@ -207,7 +258,7 @@ def router(
         await stop.wait()
         await instance.stop()
 
-    run(main())
+    _run_traced(main())
 
 
 server_app = typer.Typer(
@@ -245,15 +296,19 @@ def server(
             min=1, help="Worker processes sharing the ports (one per core scales CPU-bound models)."
         ),
     ] = 1,
+    tracing_endpoint: TracingEndpoint = None,
+    tracing_protocol: TracingProtocol = None,
+    tracing_ratio: TracingRatio = None,
     log_level: LogLevel = "INFO",
 ) -> None:
     """Without a sub-command: run a model server that takes its models from a scheduler."""
     if ctx.invoked_subcommand is not None:
         return
     from inferline.agent.serve import DEFAULT_CAPABILITIES, NodeConfig, serve_node
-    from inferline.server.serve import ServerConfig, run
+    from inferline.server.serve import ServerConfig
 
     _logging(log_level)
+    tracing_config = _tracing("inferline-server", tracing_endpoint, tracing_protocol, tracing_ratio)
     config = NodeConfig(
         scheduler=scheduler_address,
         server_name=name,
@@ -263,9 +318,15 @@ def server(
         overcommit_percentage=overcommit,
         advertise_host=advertise_host,
         router=router_address,
-        server=ServerConfig(host=host, http_port=http_port, grpc_port=grpc_port, workers=workers),
+        server=ServerConfig(
+            host=host,
+            http_port=http_port,
+            grpc_port=grpc_port,
+            workers=workers,
+            tracing=tracing_config,
+        ),
     )
-    run(serve_node(config))
+    _run_traced(serve_node(config))
 
 
 server_app.command("list")(resources.server_list)

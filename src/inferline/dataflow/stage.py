@@ -18,6 +18,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from inferline import tracing
 from inferline.bus.base import Bus, Message, TopicPartition
 from inferline.dataflow import messages
 from inferline.dataflow.batching import (
@@ -176,6 +177,18 @@ class StageRunner:
     # --- reading ------------------------------------------------------------------------------
 
     async def _handle(self, message: Message) -> None:
+        if tracing.ENABLED:
+            attributes = {
+                "inferline.stage": self.stage.name,
+                "messaging.destination.name": message.topic,
+                "x-request-id": (message.header("x-request-id") or b"").decode(),
+            }
+            with tracing.span("dataflow.stage", "consumer", message.headers, attributes):
+                await self._handle_message(message)
+        else:
+            await self._handle_message(message)
+
+    async def _handle_message(self, message: Message) -> None:
         pipeline = message.header(PIPELINE_HEADER)
         if self.stage.forward_errors:
             if pipeline == self.stage.pipeline.encode():
@@ -302,11 +315,18 @@ class StageRunner:
         for headers in header_sets:
             for name, value in propagated_headers(headers):
                 merged.setdefault(name, value)
-        return [
+        headers = [
             (PIPELINE_HEADER, self.stage.pipeline.encode()),
             (PIPELINE_VERSION_HEADER, str(self.version).encode()),
             *merged.items(),
         ]
+        if tracing.ENABLED:
+            # Outside a span (a join emitted at its window's close) the first part's trace
+            # context goes on; inside one, the span's replaces it.
+            first = next(iter(header_sets), ())
+            headers += [(k, v) for k, v in first if k in tracing.CONTEXT_HEADERS]
+            headers = tracing.bus_headers(headers)
+        return headers
 
     async def _forward_error(self, key: bytes, headers, value: bytes) -> None:
         headers = [

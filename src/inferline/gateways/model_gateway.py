@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 import orjson
 
+from inferline import tracing
 from inferline.bus.base import Bus, Message, TopicPartition
 from inferline.dataflow.topics import (
     ERROR_HEADER,
@@ -237,11 +238,25 @@ class ModelGateway:
             self._committed.update(offsets)
 
     async def _work(self, message: Message, release=lambda: None) -> None:
+        if tracing.ENABLED:
+            attributes = {
+                "inference.model.name": self.model,
+                "x-request-id": (message.header("x-request-id") or b"").decode(),
+            }
+            with tracing.span("model-gateway.infer", "consumer", message.headers, attributes):
+                await self._call(message, release)
+        else:
+            await self._call(message, release)
+
+    async def _call(self, message: Message, release) -> None:
         metadata = [
             (name, value.decode("latin-1"))
             for name, value in message.headers
             if name.startswith("x-") and name != "x-seldon-route"
         ]
+        if tracing.ENABLED:
+            # The model's server continues this trace.
+            metadata += tracing.context_headers()
         delay = self.config.retry_min
         while True:
             try:
@@ -270,6 +285,8 @@ class ModelGateway:
             and name != "x-seldon-route"
             and all(name != existing for existing, _ in message.headers)
         ]
+        if tracing.ENABLED:
+            headers = tracing.bus_headers(headers)
         await self._produce(self.topics.model(self.model, OUTPUTS), message, response, headers)
 
     async def _write_error(self, message: Message, text: str) -> None:

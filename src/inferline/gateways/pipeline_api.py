@@ -10,7 +10,7 @@ import time
 
 import orjson
 
-from inferline import metrics
+from inferline import metrics, tracing
 from inferline.gateways.pipeline_gateway import PipelineGateway
 from inferline.protocol import json_encoding, protobuf
 from inferline.protocol.errors import InferlineError, ModelNotFound, grpc_code_name
@@ -78,6 +78,14 @@ class PipelineApi:
         if call.operation == "metadata":
             return 200, [(b"content-type", _JSON)], orjson.dumps(self.metadata(pipeline))
         self._check_exists(pipeline)
+        if tracing.ENABLED:
+            with tracing.span(
+                "pipeline-gateway.infer", "producer", None, _attributes(pipeline, call.request_id)
+            ):
+                return await self._rest_counted(pipeline, call, body)
+        return await self._rest_counted(pipeline, call, body)
+
+    async def _rest_counted(self, pipeline: str, call, body: bytes):
         started = time.perf_counter()
         try:
             answer = await self._rest_infer(pipeline, call, body)
@@ -123,17 +131,29 @@ class PipelineApi:
             return response.SerializeToString(), []
         self._check_exists(pipeline)
         metadata = context.invocation_metadata() or ()
-        request_id = next((v for k, v in metadata if k == "x-request-id"), None)
+        request_id = next((v for k, v in metadata if k == "x-request-id"), None) or _new_id()
         headers = [(k, v) for k, v in metadata if k.startswith("x-") and isinstance(v, str)]
+        if tracing.ENABLED:
+            with tracing.span(
+                "pipeline-gateway.infer", "producer", None, _attributes(pipeline, request_id)
+            ):
+                return await self._grpc_counted(pipeline, raw, request_id, headers)
+        return await self._grpc_counted(pipeline, raw, request_id, headers)
+
+    async def _grpc_counted(self, pipeline: str, raw: bytes, request_id: str, headers):
         started = time.perf_counter()
         try:
-            answer = await self.gateway.infer(pipeline, raw, request_id or _new_id(), headers)
+            answer = await self.gateway.infer(pipeline, raw, request_id, headers)
         except Exception as exc:
             code = grpc_code_name(exc) if isinstance(exc, InferlineError) else "INTERNAL"
             self._count(pipeline, "grpc", code, started)
             raise
         self._count(pipeline, "grpc", "OK", started)
         return answer.value, answer.headers
+
+
+def _attributes(pipeline: str, request_id: str) -> dict[str, str]:
+    return {"inference.pipeline.name": pipeline, "x-request-id": request_id}
 
 
 def _new_id() -> str:

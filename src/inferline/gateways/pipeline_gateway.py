@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from inferline import tracing
 from inferline.bus.base import Bus, Consumer, Message
 from inferline.dataflow.topics import (
     ERROR_HEADER,
@@ -165,6 +166,8 @@ class PipelineGateway:
             (REQUEST_ID_HEADER, key.decode().encode()),
             *propagated_headers([(k, v.encode()) for k, v in headers if k != REQUEST_ID_HEADER]),
         ]
+        if tracing.ENABLED:
+            message_headers = tracing.bus_headers(message_headers)
         limit = timeout or self.timeout
         started = time.monotonic()
         try:

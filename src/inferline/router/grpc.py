@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 
 import grpc
 
+from inferline import tracing
 from inferline.protocol.errors import InferlineError, grpc_code_name
 from inferline.protocol.proto import inference_pb2 as pb
 from inferline.router.balancer import ConnectFailure
@@ -144,6 +145,22 @@ class RouterGrpcService:
     async def _proxy(self, method: str, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
         metadata = context.invocation_metadata() or ()
         request_id = _metadata_value(metadata, "x-request-id") or new_request_id()
+        if tracing.ENABLED and method == "ModelInfer":
+            attributes = {"x-request-id": request_id, "rpc.system": "grpc"}
+            with tracing.span("router.infer", "server", metadata, attributes) as span:
+                name = _metadata_value(metadata, "seldon-model")
+                with contextlib.suppress(InferlineError):
+                    name = name or _read_name(raw)
+                span.set_attribute("inference.model.name", name or "")
+                try:
+                    return await self._answer(method, raw, context, metadata, request_id)
+                finally:
+                    # What the caller gets: OK unless the answer aborted with a code.
+                    code = context.code() or grpc.StatusCode.OK
+                    span.set_attribute("rpc.grpc.status_code", code.value[0])
+        return await self._answer(method, raw, context, metadata, request_id)
+
+    async def _answer(self, method: str, raw: bytes, context, metadata, request_id: str) -> bytes:
         reply = [("x-request-id", request_id)]
         try:
             name = _metadata_value(metadata, "seldon-model") or _read_name(raw)
@@ -198,6 +215,8 @@ class RouterGrpcService:
         ]
         if _metadata_value(metadata, "seldon-model") is None:
             upstream_metadata.append(("seldon-model", route.name))
+        if tracing.ENABLED:
+            upstream_metadata = tracing.grpc_metadata(upstream_metadata)
         timeout = self.router.timeout_for(route)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from urllib.parse import quote
 
-from inferline import metrics
+from inferline import metrics, tracing
 from inferline.asgi import (
     Response,
     allow,
@@ -149,6 +149,19 @@ class RouterRestApp:
 
     async def _model_call(self, scope, receive, path_name: str, tail: list[str]) -> Response:
         request_id = header(scope, b"x-request-id") or new_request_id()
+        if tracing.ENABLED and tail[-1:] == ["infer"]:
+            attributes = {"inference.model.name": path_name, "x-request-id": request_id}
+            with tracing.span("router.infer", "server", scope["headers"], attributes) as span:
+                status, headers, payload = await self._answer(
+                    scope, receive, path_name, tail, request_id
+                )
+                span.set_attribute("http.response.status_code", status)
+                return status, headers, payload
+        return await self._answer(scope, receive, path_name, tail, request_id)
+
+    async def _answer(
+        self, scope, receive, path_name: str, tail: list[str], request_id: str
+    ) -> Response:
         id_header = (b"x-request-id", request_id.encode())
         try:
             version = None
@@ -237,4 +250,6 @@ def _upstream_headers(call: ModelCall, route: ModelRoute) -> list[tuple[bytes, b
     headers.append((b"x-request-id", call.request_id.encode()))
     # What Seldon's Envoy adds for the agent: the target it chose.
     headers.append((b"seldon-internal-model", route.internal_name.encode()))
+    if tracing.ENABLED:
+        headers = tracing.http_headers(headers)
     return headers

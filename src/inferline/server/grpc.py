@@ -7,6 +7,7 @@ import logging
 
 import grpc
 
+from inferline import tracing
 from inferline.protocol import protobuf
 from inferline.protocol.errors import InferlineError, grpc_code_name
 from inferline.protocol.proto import inference_pb2 as pb
@@ -76,6 +77,18 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @_translating_errors
     async def ModelInfer(self, request, context):
+        if tracing.ENABLED:
+            metadata = context.invocation_metadata() or ()
+            attributes = {
+                "inference.model.name": request.model_name,
+                "inference.model.version": request.model_version,
+                **{k: v for k, v in metadata if k == "x-request-id"},
+            }
+            with tracing.span("server.infer", "server", metadata, attributes):
+                return await self._infer(request)
+        return await self._infer(request)
+
+    async def _infer(self, request):
         infer_request = protobuf.request_from_proto(request)
         response = await self.dataplane.infer(
             request.model_name, _version(request.model_version), infer_request

@@ -9,7 +9,7 @@ import logging
 
 import orjson
 
-from inferline import metrics
+from inferline import metrics, tracing
 from inferline.asgi import (
     JSON_HEADERS,
     Response,
@@ -79,6 +79,11 @@ class RestApp:
             return json_response(200 if ready else 503, {"name": name, "ready": ready})
         if rest == ["infer"]:
             allow(scope, "POST")
+            if tracing.ENABLED:
+                with tracing.span(
+                    "server.infer", "server", scope["headers"], _attributes(scope, name, version)
+                ):
+                    return await self._infer(scope, receive, name, version)
             return await self._infer(scope, receive, name, version)
         raise NotFound(f"no route for {scope['path']}")
 
@@ -118,6 +123,14 @@ class RestApp:
 
     async def _read_body(self, scope, receive) -> bytes:
         return await read_body(scope, receive, self.max_request_size, "server")
+
+
+def _attributes(scope, name: str, version: str | None) -> dict[str, str]:
+    attributes = {"inference.model.name": name, "inference.model.version": version or ""}
+    request_id = header(scope, b"x-request-id")
+    if request_id is not None:
+        attributes["x-request-id"] = request_id
+    return attributes
 
 
 def _header_length(scope) -> int | None:

@@ -14,6 +14,7 @@ from inferline.server.dataplane import DataPlane
 from inferline.server.grpc import DEFAULT_MAX_MESSAGE_SIZE, bind_grpc_server
 from inferline.server.repository import ModelRepository
 from inferline.server.rest import DEFAULT_MAX_REQUEST_SIZE, RestApp
+from inferline.tracing import TracingConfig
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,8 @@ class ServerConfig:
     max_grpc_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     # Processes serving the same ports (`inferline.server.workers`); 1 is this process alone.
     workers: int = 1
+    # Where workers send traces (this process is set up by whoever starts it); None: no tracing.
+    tracing: TracingConfig | None = None
 
 
 class _HttpServer(uvicorn.Server):

@@ -51,7 +51,7 @@ from typing import Any
 
 import uvicorn
 
-from inferline import metrics
+from inferline import metrics, tracing
 from inferline.protocol.errors import InferlineError, ModelNotFound
 from inferline.protocol.types import RepositoryModel
 from inferline.runtimes.settings import ModelSettings
@@ -699,6 +699,8 @@ async def run_worker(control_fd: int, index: int, preloaded: WorkerDataPlane | N
     worker_format = LOG_FORMAT.replace("%(name)s", f"worker-{index} %(name)s")
     logging.basicConfig(level=setup.log_level, format=worker_format, force=True)
     dataplane.repository = ModelRepository(setup.config.model_dirs)
+    if setup.config.tracing is not None:
+        tracing.setup("inferline-server", setup.config.tracing)
     server = ModelServer(setup.config, dataplane)
     if setup.listen_first:
         await server.start()
@@ -714,6 +716,7 @@ async def run_worker(control_fd: int, index: int, preloaded: WorkerDataPlane | N
     closed.cancel()
     stopped.cancel()
     await server.stop()
+    tracing.shutdown()
     reader.cancel()
 
 
