@@ -2,9 +2,9 @@
 W3C trace context (`traceparent`, `tracestate`) carried in HTTP headers, gRPC metadata and bus
 message headers.
 
-An optional extra (`pip install "inferline[tracing]"`). Off unless asked for, and then free: every
-hook at a component's edge first checks the module-level `ENABLED`, and OpenTelemetry is imported
-only by `setup`, never on a hot path. One process has one service name (`inferline-router`,
+An optional extra (`pip install "inferline[tracing]"`). Off unless asked for, and free when off:
+every hook at a component's edge first checks the module-level `ENABLED`, and OpenTelemetry is
+imported only by `setup`, never on a hot path. One process has one service name (`inferline-router`,
 `inferline-server`, `inferline-core` for `inferline up`'s core process).
 
     if tracing.ENABLED:
@@ -150,8 +150,6 @@ def start(service: str, processor, ratio: float = 1.0) -> None:
         "server": SpanKind.SERVER,
         "consumer": SpanKind.CONSUMER,
         "producer": SpanKind.PRODUCER,
-        "client": SpanKind.CLIENT,
-        "internal": SpanKind.INTERNAL,
     }
     ENABLED = True
 

@@ -14,7 +14,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import numpy as np
 import pytest
+import tritonclient.grpc as triton_grpc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -187,6 +189,33 @@ def test_model_call_is_one_trace_router_then_model_server(up, receiver):
     assert server.service == "inferline-server"
     assert server.attributes["inference.model.name"] == "tfsimple1_1"
     assert server.attributes["x-request-id"] == "traced-model-call"
+
+
+def test_grpc_model_call_is_one_trace_too(up, receiver):
+    trace_id, caller_span, headers = caller_context()
+    client = triton_grpc.InferenceServerClient(up.grpc_address)
+    inputs = []
+    for name in ("INPUT0", "INPUT1"):
+        tensor = triton_grpc.InferInput(name, [1, 16], "INT32")
+        tensor.set_data_from_numpy(np.arange(16, dtype=np.int32).reshape(1, 16))
+        inputs.append(tensor)
+    missing_trace, _, missing_headers = caller_context()
+    try:
+        client.infer("tfsimple1", inputs, headers={**headers, "x-request-id": "traced-grpc"})
+        with pytest.raises(triton_grpc.InferenceServerException):
+            client.infer("no-such-model", inputs, headers=missing_headers)
+    finally:
+        client.close()
+    (failed,) = wait_spans(up, receiver, missing_trace, {"router.infer": 1})
+    assert failed.attributes["rpc.grpc.status_code"] == 5  # NOT_FOUND
+    spans = wait_spans(up, receiver, trace_id, {"router.infer": 1, "server.infer": 1})
+    (router,) = [s for s in spans if s.name == "router.infer"]
+    assert router.parent_id == caller_span
+    assert router.attributes["rpc.grpc.status_code"] == 0
+    assert router.attributes["x-request-id"] == "traced-grpc"
+    (server,) = children(spans, router, "server.infer")
+    assert server.attributes["inference.model.name"] == "tfsimple1_1"
+    assert server.attributes["x-request-id"] == "traced-grpc"
 
 
 def test_pipeline_call_is_one_trace_through_every_hop(up, receiver):
