@@ -27,6 +27,7 @@ import importlib
 import json
 import logging
 import os
+import socket
 import threading
 from collections import OrderedDict
 from pathlib import Path, PurePosixPath
@@ -92,15 +93,22 @@ class ObjectStoreStorage:
     def filesystem(self, config: dict[str, Any] | None, anonymous: bool = False):
         raise NotImplementedError
 
+    def host(self) -> str | None:
+        """The host every request goes to when it is known up front, checked to resolve before
+        the first request (see `_check_resolves`); None: no check."""
+        return None
+
     def fetch(self, uri: str, base: Path | None) -> Path:
         label = without_password(uri)
         path = _object_path(uri)
         if not path:
             raise InvalidModelURI(f"model URI '{label}' names no bucket")
         config = remote_config(self.kind)
-        fs = self.filesystem(config)
+        _import(self.module, self.extra, self.kind)  # a missing library is said first
         try:
-            files, fs = self._list(fs, path, config)
+            # Before the client: making one may already ask the network (Google's credentials).
+            _check_resolves(self.host())
+            files, fs = self._list(self.filesystem(config), path, config)
         except InvalidModelURI:
             raise
         except Exception as exc:
@@ -251,6 +259,14 @@ class GCSStorage(ObjectStoreStorage):
     module = "gcsfs"
     extra = "gcs"
 
+    def host(self) -> str | None:
+        endpoint = os.environ.get("INFERLINE_GCS_ENDPOINT") or os.environ.get(
+            "STORAGE_EMULATOR_HOST"
+        )
+        if not endpoint:
+            return "storage.googleapis.com"
+        return urlsplit(endpoint if "//" in endpoint else f"//{endpoint}").hostname
+
     def filesystem(self, config: dict[str, Any] | None, anonymous: bool = False):
         gcsfs = _import(self.module, self.extra, self.kind)
         options: dict[str, Any] = {"skip_instance_cache": True, "use_listings_cache": False}
@@ -309,6 +325,22 @@ def _reuse(cls, options: dict[str, Any], *environment: str):
         while len(_FILESYSTEMS) > _FILESYSTEMS_KEPT:
             _FILESYSTEMS.popitem(last=False)
     return fs
+
+
+def _check_resolves(host: str | None) -> None:
+    """A ConnectionError (unreachable: the cached copy may serve) if `host` has no address.
+
+    gcsfs retries a request whose host does not resolve six times with backoff, so a model on a
+    machine without DNS for the store took about 50 s to fail; a name that does not resolve
+    now fails at once."""
+    if not host:
+        return
+    try:
+        socket.getaddrinfo(host, None)
+    except socket.gaierror as exc:
+        raise ConnectionError(
+            f"the store's host {host} does not resolve ({exc.strerror})"
+        ) from None
 
 
 def _import(module: str, extra: str, scheme: str):

@@ -2,6 +2,7 @@
 
 import json
 import sys
+import time
 
 import pytest
 
@@ -53,3 +54,16 @@ def test_without_gcsfs_the_error_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "gcsfs", None)
     with pytest.raises(InvalidModelURI, match=r'pip install "inferline\[gcs\]"'):
         fetch("gs://bucket/iris")
+
+
+def test_a_store_host_that_does_not_resolve_fails_at_once_naming_it(monkeypatch):
+    # gcsfs alone retries this for about 50 s; ".invalid" never resolves (RFC 2606).
+    monkeypatch.setenv("INFERLINE_GCS_ENDPOINT", "http://gcs.inferline.invalid:4443")
+    started = time.monotonic()
+    with pytest.raises(
+        InvalidModelURI,
+        match=r"cannot reach the store for model URI 'gs://bucket/iris'.*gcs\.inferline\.invalid "
+        r"does not resolve",
+    ):
+        fetch("gs://bucket/iris")
+    assert time.monotonic() - started < 10
