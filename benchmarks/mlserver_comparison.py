@@ -30,7 +30,9 @@ at most a third of MLServer's, gRPC c=32 at least 3x, batching REST c=32 at leas
 "2 workers" rows serve REST and gRPC at concurrency 32 from `inferline serve --workers 2`: two
 processes, as many as MLServer's default runs (its REST/gRPC process and one inference worker),
 so that pair compares the servers at equal process count; the plain rows compare inferline's
-one-process default with MLServer's two.
+one-process default with MLServer's two. The "front" rows serve them from `inferline serve
+--front`: MLServer's own shape, a front process for REST and gRPC passing each request to one
+worker process holding the model.
 
 Client and servers share the machine, so absolute figures depend on it and on whatever else
 runs: compare the columns of one run, and rerun on a quiet machine before quoting.
@@ -62,7 +64,7 @@ HERE = Path(__file__).resolve().parent
 WORK = HERE / ".work"
 VENV = WORK / "venv-mlserver"
 MLSERVER = ["mlserver==1.7.1", "mlserver-sklearn==1.7.1", "uvloop<0.22"]
-GROUPS = ("rest", "grpc", "batching", "workers")
+GROUPS = ("rest", "grpc", "batching", "workers", "front")
 MODEL = "iris"
 # One flower, one row per request: the earlier measurements used the same payload.
 REQUEST = {
@@ -204,13 +206,17 @@ def _process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_inferline(folder: Path, logs: Path, tag: str, workers: int | None) -> Server:
+def start_inferline(
+    folder: Path, logs: Path, tag: str, workers: int | None, front: bool = False
+) -> Server:
     http, grpc_port = free_port(), free_port()
     log = logs / f"inferline-{tag}.log"
     command = [sys.executable, "-m", "inferline", "serve", str(folder / MODEL), "--host",
                "127.0.0.1", "--http-port", str(http), "--grpc-port", str(grpc_port)]  # fmt: skip
     if workers:
         command += ["--workers", str(workers)]
+    if front:
+        command.append("--front")
     return Server("inferline", _spawn(command, log, folder), http, grpc_port, log)
 
 
@@ -495,7 +501,7 @@ class Row:
     label: str
     protocol: str  # rest | grpc
     concurrency: int
-    phase: str  # plain | batching | workers
+    phase: str  # plain | batching | workers | front
     # (what, bound): "throughput" ratio at least bound, or "p50" ratio at most bound
     target: tuple[str, float] | None = None
     runs: dict[str, list[Measurement]] = field(
@@ -517,6 +523,9 @@ def plan(groups: list[str]) -> list[Row]:
     if "workers" in groups:
         rows.append(Row("REST c=32, 2 workers", "rest", 32, "workers"))
         rows.append(Row("gRPC c=32, 2 workers", "grpc", 32, "workers", ("throughput", 3.0)))
+    if "front" in groups:
+        rows.append(Row("REST c=32, front", "rest", 32, "front", ("throughput", 4.0)))
+        rows.append(Row("gRPC c=32, front", "grpc", 32, "front", ("throughput", 3.0)))
     return rows
 
 
@@ -644,7 +653,8 @@ def print_header(info: dict, args) -> None:
         f"and row, inferline and MLServer alternating; medians over rounds, ratios are the "
         f"median of each round's inferline/MLServer. Batching: "
         f"max_batch_size={args.max_batch_size}, max_batch_time={args.max_batch_time:g} s on both."
-        " '2 workers' rows: inferline serve --workers 2, MLServer as in the other rows."
+        " '2 workers' rows: inferline serve --workers 2; 'front' rows: inferline serve --front;"
+        " MLServer as in the other rows."
     )
 
 
@@ -782,14 +792,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=WORK) as scratch:
         folders = write_models(Path(scratch) / "models", args.max_batch_size, args.max_batch_time)
         load = Load(args, Path(scratch))
-        for phase in ("plain", "batching", "workers"):
+        for phase in ("plain", "batching", "workers", "front"):
             phase_rows = [row for row in rows if row.phase == phase]
             if not phase_rows:
                 continue
             folder = folders["batching" if phase == "batching" else "plain"]
             workers = 2 if phase == "workers" else args.inferline_workers
             servers = [
-                start_inferline(folder, logs, phase, workers),
+                start_inferline(folder, logs, phase, workers, front=phase == "front"),
                 start_mlserver(venv_python, folder, logs, phase, args.mlserver_workers),
             ]
             try:

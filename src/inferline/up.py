@@ -39,6 +39,8 @@ class UpConfig:
     servers: int = 1
     # Worker processes per server (`inferline server --workers`).
     workers: int = 1
+    # Model servers answer from a front process (`inferline server --front`).
+    front: bool = False
     host: str = "127.0.0.1"
     http_port: int = 9000
     grpc_port: int = 9001
@@ -89,6 +91,7 @@ class ServerSupervisor:
             "--host", self.config.host,
             "--memory", str(memory),
             "--workers", str(self.config.workers),
+            "--front" if self.config.front else "--no-front",
             *(["--router", f"{self.config.host}:{self.config.http_port}"]
               if self.config.http_port else []),
             *(self.config.tracing.cli_args() if self.config.tracing else []),

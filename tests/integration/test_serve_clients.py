@@ -1,6 +1,8 @@
 """`inferline serve` as a real process, answered by tritonclient (HTTP, gRPC) and plain JSON.
 
 One server serves the iris folder (MLServer settings) and a custom-runtime folder side by side.
+Every test runs against one process and against a front process passing requests to a worker
+(`--front`), which must answer alike.
 """
 
 import grpc
@@ -16,9 +18,9 @@ IRIS = "iris"
 VERSION = "v0.1.0"
 
 
-@pytest.fixture(scope="module")
-def server(serve, iris_dir, doubler_dir):
-    return serve(iris_dir, doubler_dir)
+@pytest.fixture(scope="module", params=[(), ("--front",)], ids=["one-process", "front"])
+def server(request, serve, iris_dir, doubler_dir):
+    return serve(iris_dir, doubler_dir, extra_args=request.param)
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,8 @@
 
 Two servers: the main one serves iris, a custom model whose `load` raises, and a folder whose
 settings point at a missing model file; a second one has small request and message limits.
-After every bad request a good iris request must still succeed.
+After every bad request a good iris request must still succeed. Every test runs against one
+process and against a front process passing requests to a worker (`--front`).
 """
 
 import json
@@ -57,13 +58,16 @@ def model_dirs(tmp_path_factory, write_custom_model):
     return {"broken": broken, "missing": missing}
 
 
-@pytest.fixture(scope="module")
-def servers(serve, iris_dir, model_dirs):
+@pytest.fixture(scope="module", params=[(), ("--front",)], ids=["one-process", "front"])
+def servers(request, serve, iris_dir, model_dirs):
     # Both start in parallel; each is waited for before use.
-    main = serve(iris_dir, model_dirs["broken"], model_dirs["missing"], wait=False)
+    main = serve(
+        iris_dir, model_dirs["broken"], model_dirs["missing"], extra_args=request.param, wait=False
+    )
     small = serve(
         iris_dir,
         extra_args=(
+            *request.param,
             "--max-request-size", str(MAX_REQUEST_SIZE),
             "--max-grpc-message-size", str(MAX_GRPC_MESSAGE_SIZE),
         ),
@@ -103,7 +107,7 @@ class RestCase:
     fragments: tuple[str, ...]
     path: str = "/v2/models/iris/infer"
     method: str = "POST"
-    body: Any = None  # a dict is sent as JSON, bytes or an iterator as they are
+    body: Any = None  # a dict is sent as JSON, bytes as they are, a callable as what it returns
     headers: dict = field(default_factory=dict)
     server: str = "main"
 
@@ -206,7 +210,7 @@ REST_CASES = [
         "oversized-chunked-body",
         413,
         ("at least", str(MAX_REQUEST_SIZE), "--max-request-size"),
-        body=_chunks(4 * MAX_REQUEST_SIZE),
+        body=lambda: _chunks(4 * MAX_REQUEST_SIZE),
         server="small",
     ),
     RestCase(
@@ -246,6 +250,8 @@ def _send(rest: httpx.Client, server, case: RestCase) -> httpx.Response:
     if isinstance(case.body, dict):
         kwargs["content"] = json.dumps(case.body).encode()
         kwargs["headers"] = {"Content-Type": "application/json", **case.headers}
+    elif callable(case.body):  # a generator, made afresh for each server
+        kwargs["content"] = case.body()
     elif case.body is not None:
         kwargs["content"] = case.body
     return rest.request(case.method, server.url + case.path, **kwargs)

@@ -5,7 +5,8 @@ The model burns CPU for as long as the request asks and answers with the pid of 
 ran it and the wall-clock interval it ran in, so the tests see which process answered and that
 two of them worked at the same time. The kernel spreads connections over the workers (each
 worker listens with SO_REUSEPORT): each test opens fresh connections until it has met every
-worker, so none depends on the luck of one hash.
+worker, so none depends on the luck of one hash. With `--front` the parent serves the ports and
+passes each request to the worker with the fewest in flight, so one connection reaches all.
 """
 
 import contextlib
@@ -684,3 +685,76 @@ def test_a_taken_port_is_one_clear_error(burner_dir):
     assert result.returncode == 1
     assert "Traceback" not in result.stderr, result.stderr
     assert f"cannot listen for HTTP on 127.0.0.1:{port}: Address already in use" in result.stderr
+
+
+# --- with a front process (`--front`) -----------------------------------------------------------
+
+
+def grpc_burn(client: grpcclient.InferenceServerClient, seconds: float) -> tuple[int, list[float]]:
+    tensor = grpcclient.InferInput("seconds", [1], "FP32")
+    tensor.set_data_from_numpy(np.array([seconds], dtype=np.float32))
+    answer = client.infer("burner", [tensor])
+    return int(answer.as_numpy("pid").ravel()[0]), answer.as_numpy("interval").ravel().tolist()
+
+
+def test_with_a_front_one_grpc_channel_reaches_every_worker_at_once(serve, burner_dir):
+    server = serve(burner_dir, extra_args=("--workers", str(WORKERS), "--front"))
+    workers = workers_of(server.process.pid)
+    assert len(workers) == WORKERS
+    # One channel is one HTTP/2 connection: without a front it stays with one worker.
+    client = grpcclient.InferenceServerClient(url=server.grpc_address)
+    try:
+        answers: dict[int, list[float]] = {}
+        barrier = threading.Barrier(WORKERS)
+
+        def call():
+            barrier.wait()
+            pid, interval = grpc_burn(client, 0.5)
+            answers[pid] = interval
+
+        threads = [threading.Thread(target=call) for _ in range(WORKERS)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        client.close()
+    # The front sends each request to the worker with the fewest in flight.
+    assert set(answers) == workers
+    (a_start, a_end), (b_start, b_end) = answers.values()
+    assert a_start < b_end and b_start < a_end, f"no overlap: {answers}"
+
+
+def test_with_a_front_a_killed_worker_fails_its_request_and_is_replaced(serve, burner_dir):
+    server = serve(burner_dir, extra_args=("--front",))
+    (worker,) = workers_of(server.process.pid)
+    answers = []
+
+    def long_request():
+        with httpx.Client(timeout=60) as client:
+            url = f"{server.url}/v2/models/burner/infer"
+            answers.append(client.post(url, json=burn_request(30)))
+
+    caller = threading.Thread(target=long_request)
+    caller.start()
+    time.sleep(1.0)
+    os.kill(worker, signal.SIGKILL)
+    caller.join(timeout=30)
+    (answer,) = answers
+    assert answer.status_code == 503
+    assert "worker 0 exited while answering" in answer.json()["error"]
+
+    # The front stays up: live at once, and not ready until a new worker serves.
+    with httpx.Client(timeout=10) as client:
+        assert client.get(f"{server.url}/v2/health/live").json() == {"live": True}
+        new_pid = wait_for(lambda: new_worker(server.process.pid, {worker}), 60, "a new worker")
+
+        def answered_by_the_new_worker():
+            try:
+                return infer(client, server)[0] == new_pid
+            except AssertionError:
+                return False
+
+        wait_for(answered_by_the_new_worker, 60, f"the new worker {new_pid} to answer")
+        assert client.get(f"{server.url}/v2/health/ready").status_code == 200
+    server.assert_running()

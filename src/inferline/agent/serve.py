@@ -49,7 +49,7 @@ class NodeConfig:
 
 async def serve_node(config: NodeConfig) -> None:
     stop = stop_on_signal()
-    if config.server.workers > 1:
+    if config.server.workers > 1 or config.server.front:
         # The agent stays in this process; the pool applies what it loads to every worker.
         server = held = WorkerPool(config.server)
         await start_or_exit(server)

@@ -1,6 +1,7 @@
 """`inferline`: the command line entry point."""
 
 import logging
+import os
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -18,6 +19,15 @@ app = typer.Typer(
 
 LogLevel = Annotated[str, typer.Option("--log-level", help="Logging level.")]
 MiB = 1024 * 1024
+Front = Annotated[
+    bool,
+    typer.Option(
+        "--front/--no-front",
+        help="Serve REST and gRPC from a front process that passes each request to the worker "
+        "processes holding the models (MLServer's shape): HTTP and the model use two cores, "
+        "and requests, not connections, are spread over several workers.",
+    ),
+]
 # Tracing (OpenTelemetry, the `tracing` extra); the OTEL_EXPORTER_OTLP_* variables work too.
 TracingEndpoint = Annotated[
     str | None,
@@ -64,6 +74,13 @@ def _run_traced(main) -> None:
         tracing.shutdown()
 
 
+def _no_grpc_fork_handlers() -> None:
+    """Processes are started by fork+exec (servers, workers, the template) or forked from a
+    template that never used gRPC: gRPC's fork handlers are not needed, and would warn about
+    gRPC threads on every start. Set before grpc is imported."""
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
+
+
 @app.command()
 def serve(
     model_dirs: Annotated[
@@ -90,12 +107,14 @@ def serve(
             min=1, help="Worker processes sharing the ports (one per core scales CPU-bound models)."
         ),
     ] = 1,
+    front: Front = False,
     tracing_endpoint: TracingEndpoint = None,
     tracing_protocol: TracingProtocol = None,
     tracing_ratio: TracingRatio = None,
     log_level: LogLevel = "INFO",
 ) -> None:
     """Serve every model found in MODEL_DIRS over V2 REST and gRPC (like `mlserver start`)."""
+    _no_grpc_fork_handlers()
     from inferline.server.serve import ServerConfig, serve
 
     _logging(log_level)
@@ -108,6 +127,7 @@ def serve(
         max_request_size=max_request_size,
         max_grpc_message_size=max_grpc_message_size,
         workers=workers,
+        front=front,
         tracing=tracing_config,
     )
     _run_traced(serve(config))
@@ -135,6 +155,7 @@ def up(
     workers: Annotated[
         int, typer.Option(help="Worker processes per model server, sharing its load.")
     ] = 1,
+    front: Front = False,
     data_dir: Annotated[Path, typer.Option(help="Where state and logs are kept.")] = Path(
         ".inferline"
     ),
@@ -166,11 +187,7 @@ def up(
 ) -> None:
     """Run everything on this machine: scheduler, router, pipelines and model servers.
     Ctrl-C stops it."""
-    import os
-
-    # Server processes are started by fork+exec; gRPC's fork handlers are not needed for that,
-    # and would warn about gRPC threads on every start.
-    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
+    _no_grpc_fork_handlers()
     from inferline.up import UpConfig
     from inferline.up import up as run_up
 
@@ -188,6 +205,7 @@ def up(
         data_dir=data_dir,
         servers=servers,
         workers=workers,
+        front=front,
         host=host,
         http_port=http_port,
         grpc_port=grpc_port,
@@ -296,6 +314,7 @@ def server(
             min=1, help="Worker processes sharing the ports (one per core scales CPU-bound models)."
         ),
     ] = 1,
+    front: Front = False,
     tracing_endpoint: TracingEndpoint = None,
     tracing_protocol: TracingProtocol = None,
     tracing_ratio: TracingRatio = None,
@@ -304,6 +323,7 @@ def server(
     """Without a sub-command: run a model server that takes its models from a scheduler."""
     if ctx.invoked_subcommand is not None:
         return
+    _no_grpc_fork_handlers()
     from inferline.agent.serve import DEFAULT_CAPABILITIES, NodeConfig, serve_node
     from inferline.server.serve import ServerConfig
 
@@ -323,6 +343,7 @@ def server(
             http_port=http_port,
             grpc_port=grpc_port,
             workers=workers,
+            front=front,
             tracing=tracing_config,
         ),
     )

@@ -30,6 +30,9 @@ class ServerConfig:
     max_grpc_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     # Processes serving the same ports (`inferline.server.workers`); 1 is this process alone.
     workers: int = 1
+    # Serve the ports from a front process passing each request to the workers
+    # (`inferline.server.front`).
+    front: bool = False
     # Where workers send traces (this process is set up by whoever starts it); None: no tracing.
     tracing: TracingConfig | None = None
 
@@ -102,7 +105,7 @@ def stop_on_signal() -> asyncio.Event:
 
 
 async def serve(config: ServerConfig) -> None:
-    if config.workers > 1:
+    if config.workers > 1 or config.front:
         from inferline.server.workers import serve_workers
 
         await serve_workers(config)

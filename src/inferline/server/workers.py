@@ -56,6 +56,7 @@ from inferline.protocol.errors import InferlineError, ModelNotFound
 from inferline.protocol.types import RepositoryModel
 from inferline.runtimes.settings import ModelSettings
 from inferline.server.dataplane import DataPlane, ModelState
+from inferline.server.front import NoWorker
 from inferline.server.repository import ModelRepository, load_found_models
 from inferline.server.template import ForkRefused, Template
 
@@ -96,7 +97,7 @@ class Channel:
 
     def __init__(self, sock: socket.socket, handlers: dict[str, Callable[..., Awaitable[Any]]]):
         self._sock = sock
-        self._handlers = handlers
+        self.handlers = handlers
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._pending: dict[int, asyncio.Future] = {}
@@ -148,7 +149,7 @@ class Channel:
 
     async def _answer(self, call_id: int, method: str, args: tuple) -> None:
         try:
-            reply = (True, await self._handlers[method](*args))
+            reply = (True, await self.handlers[method](*args))
         except InferlineError as exc:
             reply = (False, (exc.status, exc.grpc_code, exc.message))
         except Exception as exc:
@@ -204,6 +205,7 @@ class _Slot:
     serving: bool = False  # listening on the ports
     started_at: float = 0.0
     restarts: int = 0
+    in_flight: int = 0  # requests the front passed to it and awaits
 
 
 class WorkerPool:
@@ -232,6 +234,10 @@ class WorkerPool:
         self._template_keys: list[tuple[str, str]] = []
         # The repository's models were loaded by the template, hence by every worker.
         self._preloaded = False
+        # With `config.front`: this process's HTTP server and gRPC server (`server.front`).
+        self._front_http: _ParentHttp | None = None
+        self._front_grpc = None
+        self._turn = 0
 
     # --- life cycle ---------------------------------------------------------------------------
 
@@ -240,7 +246,12 @@ class WorkerPool:
         self.http_port = self._reserve_port(self.config.http_port, "HTTP")
         self.grpc_port = self._reserve_port(self.config.grpc_port, "gRPC")
         self._prepare_metrics_dir()
-        loading = await self._answer_health_meanwhile()
+        if self.config.front:
+            # The front answers from now on: live, and 503 until a worker serves.
+            await self._start_front()
+            loading = None
+        else:
+            loading = await self._answer_health_meanwhile()
         try:
             # Linux only: the template counts its threads in /proc and the parent watches
             # forked workers through pidfds.
@@ -252,7 +263,8 @@ class WorkerPool:
             await asyncio.wait([serving, self._start_failure], return_when=asyncio.FIRST_COMPLETED)
             serving.cancel()
         finally:
-            await loading.stop()
+            if loading is not None:
+                await loading.stop()
         if not self._all_serving.is_set():
             await self.stop()
             raise WorkersFailed(self._start_failure.result())
@@ -270,6 +282,7 @@ class WorkerPool:
     async def stop(self) -> None:
         """SIGTERM every worker and wait for them (SIGKILL after `STOP_TIMEOUT` s)."""
         self._stopping = True
+        await self._stop_front()
         processes = [s.process for s in self._slots if s.process and s.process.returncode is None]
         for process in processes:
             with contextlib.suppress(ProcessLookupError):
@@ -293,6 +306,25 @@ class WorkerPool:
             sock.close()
         if self._own_metrics_dir and self._metrics_dir is not None:
             shutil.rmtree(self._metrics_dir, ignore_errors=True)
+
+    async def forward(self, kind: str, *args: Any) -> Any:
+        """The front's request (`server.front`) answered by a serving worker with the fewest
+        requests in flight."""
+        slots = [s for s in self._slots if s.serving and not s.channel.closed.is_set()]
+        if not slots:
+            raise NoWorker("no worker process is serving (starting, or replacing one that exited)")
+        # Ties taken in turn, so that light traffic reaches every worker too.
+        self._turn = (self._turn + 1) % len(slots)
+        slot = min(slots[self._turn :] + slots[: self._turn], key=lambda s: s.in_flight)
+        slot.in_flight += 1
+        try:
+            return await slot.channel.call(kind, *args)
+        except WorkerGone:
+            raise NoWorker(
+                f"worker {slot.index} exited while answering this request; a new one is starting"
+            ) from None
+        finally:
+            slot.in_flight -= 1
 
     def worker_pids(self) -> list[int]:
         return [s.process.pid for s in self._slots if s.process and s.process.returncode is None]
@@ -348,7 +380,7 @@ class WorkerPool:
 
     # --- workers ------------------------------------------------------------------------------
 
-    async def _answer_health_meanwhile(self) -> "_HealthOnly":
+    async def _answer_health_meanwhile(self) -> "_ParentHttp":
         """Until the workers listen, the parent answers on the HTTP port itself, with a data
         plane holding no model: live, not ready, as one process is while its models load (a
         supervisor's liveness probe must not kill a server that loads a big model)."""
@@ -358,19 +390,26 @@ class WorkerPool:
         sock = socket.socket(family)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((self.config.host, self.http_port))
-        server = _HealthOnly(
-            uvicorn.Config(
-                RestApp(DataPlane(), self.config.max_request_size),
-                http="httptools",
-                lifespan="off",
-                access_log=False,
-                log_level="warning",
-            )
+        return await _ParentHttp.launch(RestApp(DataPlane(), self.config.max_request_size), sock)
+
+    async def _start_front(self) -> None:
+        from inferline.server.front import FrontApp, front_grpc_server
+
+        host = self.config.host
+        self._front_grpc, _ = front_grpc_server(
+            self.forward, f"{host}:{self.grpc_port}", self.config.max_grpc_message_size
         )
-        server.task = asyncio.create_task(server.serve(sockets=[sock]))
-        while not server.started and not server.task.done():
-            await asyncio.sleep(0.01)
-        return server
+        await self._front_grpc.start()
+        app = FrontApp(self.forward, self.config.max_request_size)
+        # The HTTP port's socket, reserved first.
+        self._front_http = await _ParentHttp.launch(app, self._reserved[0])
+
+    async def _stop_front(self) -> None:
+        if self._front_http is not None:
+            await self._front_http.stop()
+        if self._front_grpc is not None:
+            await self._front_grpc.stop(grace=2)
+        self._front_http = self._front_grpc = None
 
     async def _start_template(self) -> None:
         """Load the repository's models in the template; if workers cannot be forked from it,
@@ -556,14 +595,25 @@ class WorkerPool:
             self._own_metrics_dir = True
 
 
-class _HealthOnly(uvicorn.Server):
-    """The parent's HTTP server while the workers start."""
+class _ParentHttp(uvicorn.Server):
+    """The parent's HTTP server: health only while the workers start, or the front."""
 
     task: asyncio.Task
 
     def capture_signals(self):
         # The parent's own handlers stop the server.
         return contextlib.nullcontext()
+
+    @classmethod
+    async def launch(cls, app, sock: socket.socket) -> "_ParentHttp":
+        config = uvicorn.Config(
+            app, http="httptools", lifespan="off", access_log=False, log_level="warning"
+        )
+        server = cls(config)
+        server.task = asyncio.create_task(server.serve(sockets=[sock]))
+        while not server.started and not server.task.done():
+            await asyncio.sleep(0.01)
+        return server
 
     async def stop(self) -> None:
         self.should_exit = True
@@ -579,9 +629,10 @@ async def serve_workers(config) -> None:
     await start_or_exit(pool)
     await pool.load_repository()
     log.warning(
-        "inferline serving %d model(s) with %d workers (pids %s): HTTP on %s:%d, gRPC on %s:%d",
+        "inferline serving %d model(s) with %d worker(s)%s (pids %s): HTTP on %s:%d, gRPC on %s:%d",
         sum(1 for m in pool.loaded_models() if m.state == ModelState.READY.value),
         config.workers,
+        " behind a front process" if config.front else "",
         " ".join(map(str, pool.worker_pids())),
         config.host,
         pool.http_port,
@@ -681,6 +732,7 @@ class WorkerDataPlane(DataPlane):
 
 async def run_worker(control_fd: int, index: int, preloaded: WorkerDataPlane | None = None) -> None:
     """A worker's life; `preloaded` is the template's data plane in a worker forked from it."""
+    from inferline.server.front import worker_calls
     from inferline.server.serve import ModelServer
 
     stop = asyncio.Event()
@@ -701,11 +753,16 @@ async def run_worker(control_fd: int, index: int, preloaded: WorkerDataPlane | N
     dataplane.repository = ModelRepository(setup.config.model_dirs)
     if setup.config.tracing is not None:
         tracing.setup("inferline-server", setup.config.tracing)
-    server = ModelServer(setup.config, dataplane)
-    if setup.listen_first:
+    if setup.config.front:
+        # No ports of its own: the front passes requests in over the channel.
+        server = None
+        channel.handlers.update(worker_calls(dataplane))
+    else:
+        server = ModelServer(setup.config, dataplane)
+    if setup.listen_first and server:
         await server.start()
     await dataplane.apply(setup.held, setup.drop)
-    if not setup.listen_first:
+    if not setup.listen_first and server:
         await server.start()
     dataplane.server_ready = dataplane.server_ready or setup.server_ready
     await channel.call("serving")
@@ -715,7 +772,10 @@ async def run_worker(control_fd: int, index: int, preloaded: WorkerDataPlane | N
     await asyncio.wait([closed, stopped], return_when=asyncio.FIRST_COMPLETED)
     closed.cancel()
     stopped.cancel()
-    await server.stop()
+    if server:
+        await server.stop()
+    else:
+        await dataplane.unload_all()
     tracing.shutdown()
     reader.cancel()
 

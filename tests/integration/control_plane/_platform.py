@@ -416,12 +416,14 @@ class Up(Platform):
     data_dir: Path | None = None
     servers: int = 1
     workers: int = 1
+    front: bool = False
     starts: int = 0
 
     @property
     def up_args(self) -> list[str]:
         return [
             "up", "--servers", str(self.servers), "--workers", str(self.workers),
+            "--front" if self.front else "--no-front",
             "--data-dir", str(self.data_dir),
             "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port),
             "--scheduler-port", str(self.scheduler_port), "--host", "127.0.0.1",
@@ -455,7 +457,9 @@ def _ports() -> tuple[int, int, int]:
     return tuple(ports)  # type: ignore[return-value]
 
 
-def new_up(tmp_path_factory, module: str, servers: int, workers: int = 1) -> Up:
+def new_up(
+    tmp_path_factory, module: str, servers: int, workers: int = 1, front: bool = False
+) -> Up:
     workdir = tmp_path_factory.mktemp("up")
     scheduler_port, http_port, grpc_port = _ports()
     platform = Up(
@@ -466,6 +470,7 @@ def new_up(tmp_path_factory, module: str, servers: int, workers: int = 1) -> Up:
         data_dir=workdir / "data",
         servers=servers,
         workers=workers,
+        front=front,
     )
     register_log(module, workdir)
     return platform

@@ -30,12 +30,12 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.fixture(scope="module")
 def up_factory(tmp_path_factory, request) -> Iterator[Callable[..., Up]]:
-    """`up_factory(servers, workers=1)`: a started `inferline up`; every one is stopped with the
-    module."""
+    """`up_factory(servers, workers=1, front=False)`: a started `inferline up`; every one is
+    stopped with the module."""
     started: list[Up] = []
 
-    def factory(servers: int, workers: int = 1) -> Up:
-        platform = new_up(tmp_path_factory, request.module.__name__, servers, workers)
+    def factory(servers: int, workers: int = 1, front: bool = False) -> Up:
+        platform = new_up(tmp_path_factory, request.module.__name__, servers, workers, front)
         started.append(platform)
         return platform.start()
 

@@ -1,5 +1,6 @@
 """`inferline up --workers 2`: each model server runs two worker processes, and a model loaded
-through the scheduler answers through the router from both."""
+through the scheduler answers through the router from both; with `--front` too, where the
+server's parent takes the requests and passes them to the workers."""
 
 import json
 import os
@@ -55,9 +56,9 @@ def _workers(server: int) -> list[int]:
     return workers
 
 
-@pytest.fixture(scope="module")
-def up(up_factory) -> Up:
-    return up_factory(1, workers=2)
+@pytest.fixture(scope="module", params=[False, True], ids=["ports-shared", "front"])
+def up(request, up_factory) -> Up:
+    return up_factory(1, workers=2, front=request.param)
 
 
 def test_a_model_loaded_by_the_scheduler_is_served_by_both_workers(up, iris_artifact):
