@@ -8,7 +8,11 @@ first. The price here is that a connection stays with one worker: a gRPC channel
 connection) or an HTTP keep-alive connection is served by one process, so load spreads only
 over several connections.
 
-The parent holds no model and serves no request. It reserves the ports and starts a template
+With `--front` the parent serves the ports itself and passes each request to a worker over
+its control channel (`inferline.server.front`): MLServer's shape, one extra hop per request for
+a front on its own core and requests (not connections) spread over the workers.
+
+The parent holds no model. It reserves the ports and starts a template
 process (`inferline.server.template`) that loads the models the server starts with; the workers
 are forked from it, so they share those models' memory copy-on-write instead of each loading its
 own copy. If the template cannot fork safely (a thread alive after loading), the parent says why
