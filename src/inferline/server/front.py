@@ -9,9 +9,9 @@ keeps every request of a stateful model (online drift, buffering detectors) in o
 With several workers each request goes to the worker with the fewest requests in flight, so one
 connection's requests are spread too (without `--front` a connection stays with one worker).
 
-The front answers liveness itself (it is alive while a worker restarts); anything else with no
-worker serving is a 503. A worker that dies fails the requests it held with a 503 naming that,
-and its replacement takes new ones once it holds the server's models.
+The front answers liveness itself, over REST and gRPC (it is alive while a worker restarts);
+anything else with no worker serving is a 503. A worker that dies fails the requests it held with
+a 503 naming that, and its replacement takes new ones once it holds the server's models.
 """
 
 import grpc
@@ -74,6 +74,14 @@ class _ForwardingHandler(grpc.GenericRpcHandler):
         return self._handlers.get(handler_call_details.method)
 
     def _behaviour(self, name: str):
+        if name == "ServerLive":
+            live = pb.ServerLiveResponse(live=True).SerializeToString()
+
+            async def answer_live(request: bytes, context) -> bytes:
+                return live
+
+            return answer_live
+
         async def behaviour(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
             metadata = [(m.key, m.value) for m in context.invocation_metadata() or ()]
             try:

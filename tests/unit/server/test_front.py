@@ -104,7 +104,7 @@ async def test_grpc_calls_are_answered_by_the_worker_with_its_status_codes(stub,
     assert "nope" in error.value.details()
 
 
-async def test_undecodable_grpc_bytes_and_no_worker_are_clear_statuses(stub, link):
+async def test_undecodable_grpc_bytes_and_no_worker_are_clear_statuses_live_is_not(stub, link):
     _, channel = stub
     raw = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
     with pytest.raises(grpc.aio.AioRpcError) as error:
@@ -114,6 +114,7 @@ async def test_undecodable_grpc_bytes_and_no_worker_are_clear_statuses(stub, lin
 
     link.worker_up = False
     client = pb_grpc.GRPCInferenceServiceStub(channel)
+    assert (await client.ServerLive(pb.ServerLiveRequest())).live
     with pytest.raises(grpc.aio.AioRpcError) as error:
         await client.ServerReady(pb.ServerReadyRequest())
     assert error.value.code() == grpc.StatusCode.UNAVAILABLE
