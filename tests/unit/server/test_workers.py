@@ -63,14 +63,13 @@ class Worker:
 
     def die(self) -> None:
         """The worker process ends: its end of the channel closes."""
-        self.dataplane.parent._writer.close()
+        self.dataplane.parent.close()
 
     async def close(self) -> None:
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
-        if self.dataplane.parent._writer is not None:  # it started
-            self.dataplane.parent._writer.close()
+        self.dataplane.parent.close()
 
 
 @pytest.fixture
