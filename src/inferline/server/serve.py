@@ -127,8 +127,8 @@ async def serve(config: ServerConfig) -> None:
     await server.stop()
 
 
-def run(main) -> None:
-    """Run a coroutine on uvloop where it is available."""
+def run(main):
+    """Run a coroutine on uvloop where it is available; what it returns."""
     try:
         import uvloop
 
@@ -136,4 +136,4 @@ def run(main) -> None:
     except ImportError:  # Windows has no uvloop
         loop_factory = None
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(main)
+        return runner.run(main)
