@@ -211,7 +211,7 @@ class _Slot:
     forked: bool = False  # from the template: holds what the template loaded
     channel: Channel | None = None
     registered: bool = False  # has taken its setup, so it gets every broadcast from now on
-    serving: bool = False  # listening on the ports
+    serving: bool = False  # listening on the ports (with a front: taking its requests)
     started_at: float = 0.0
     restarts: int = 0
     in_flight: int = 0  # requests the front passed to it and awaits
