@@ -697,8 +697,13 @@ def grpc_burn(client: grpcclient.InferenceServerClient, seconds: float) -> tuple
     return int(answer.as_numpy("pid").ravel()[0]), answer.as_numpy("interval").ravel().tolist()
 
 
-def test_with_a_front_one_grpc_channel_reaches_every_worker_at_once(serve, burner_dir):
-    server = serve(burner_dir, extra_args=("--workers", str(WORKERS), "--front"))
+@pytest.fixture(scope="module")
+def front_server(serve, burner_dir):
+    return serve(burner_dir, extra_args=("--workers", str(WORKERS), "--front"))
+
+
+def test_with_a_front_one_grpc_channel_reaches_every_worker_at_once(front_server):
+    server = front_server
     workers = workers_of(server.process.pid)
     assert len(workers) == WORKERS
     # One channel is one HTTP/2 connection: without a front it stays with one worker.
@@ -723,6 +728,24 @@ def test_with_a_front_one_grpc_channel_reaches_every_worker_at_once(serve, burne
     assert set(answers) == workers
     (a_start, a_end), (b_start, b_end) = answers.values()
     assert a_start < b_end and b_start < a_end, f"no overlap: {answers}"
+
+
+def test_with_a_front_load_and_unload_reach_every_worker(front_server):
+    server = front_server
+    workers = workers_of(server.process.pid)
+    # One keep-alive connection: the front spreads its requests over both workers.
+    with httpx.Client(timeout=60) as client:
+        assert {infer(client, server)[0] for _ in range(10)} == workers
+        answer = client.post(f"{server.url}/v2/repository/models/burner/unload")
+        assert answer.status_code == 200, answer.text
+        for _ in range(4):
+            gone = client.post(f"{server.url}/v2/models/burner/infer", json=burn_request())
+            assert gone.status_code == 404, gone.text
+
+        answer = client.post(f"{server.url}/v2/repository/models/burner/load")
+        assert answer.status_code == 200, answer.text
+        # Loaded means loaded in every worker: no request right after sees it missing.
+        assert {infer(client, server)[0] for _ in range(10)} == workers
 
 
 def test_with_a_front_a_killed_worker_fails_its_request_and_is_replaced(serve, burner_dir):
