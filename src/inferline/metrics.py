@@ -157,17 +157,20 @@ def labels(model: str, version: str | None) -> dict[str, str]:
     return {"model": model, "version": version or ""}
 
 
-def exposition() -> tuple[bytes, str]:
-    """The body and content type of a `/metrics` answer."""
-    return generate_latest(_registry()), CONTENT_TYPE_LATEST
+def exposition(multiprocess_dir: str | None = None) -> tuple[bytes, str]:
+    """The body and content type of a `/metrics` answer: this process's metrics, or the sum of
+    what the processes writing to `multiprocess_dir` (default: `PROMETHEUS_MULTIPROC_DIR`)
+    counted."""
+    return generate_latest(_registry(multiprocess_dir)), CONTENT_TYPE_LATEST
 
 
-def _registry():
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+def _registry(multiprocess_dir: str | None):
+    multiprocess_dir = multiprocess_dir or os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not multiprocess_dir:
         return _DEFAULT_REGISTRY
     # Several processes write their own files; a fresh registry sums them on every scrape.
     from prometheus_client import multiprocess
 
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)
+    multiprocess.MultiProcessCollector(registry, path=multiprocess_dir)
     return registry

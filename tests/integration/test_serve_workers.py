@@ -767,9 +767,13 @@ def test_with_a_front_a_killed_worker_fails_its_request_and_is_replaced(serve, b
     assert answer.status_code == 503
     assert "worker 0 exited while answering" in answer.json()["error"]
 
-    # The front stays up: live at once, and not ready until a new worker serves.
+    # The front stays up: live at once, and not ready until a new worker serves; its metrics
+    # still count the dead worker's request.
     with httpx.Client(timeout=10) as client:
         assert client.get(f"{server.url}/v2/health/live").json() == {"live": True}
+        scrape = client.get(f"{server.url}/metrics")
+        assert scrape.status_code == 200
+        assert 'inferline_worker_requests_total{worker="0"} 1.0' in scrape.text
         new_pid = wait_for(lambda: new_worker(server.process.pid, {worker}), 60, "a new worker")
 
         def answered_by_the_new_worker():

@@ -9,13 +9,16 @@ keeps every request of a stateful model (online drift, buffering detectors) in o
 With several workers each request goes to the worker with the fewest requests in flight, so one
 connection's requests are spread too (without `--front` a connection stays with one worker).
 
-The front answers liveness itself, over REST and gRPC (it is alive while a worker restarts);
-anything else with no worker serving is a 503. A worker that dies fails the requests it held with
-a 503 naming that, and its replacement takes new ones once it holds the server's models.
+The front answers liveness itself, over REST and gRPC (it is alive while a worker restarts), and
+`/metrics` from the files every worker writes its counts to (a scrape does not fail or lose a dead
+worker's counts while it is replaced); anything else with no worker serving is a 503. A worker that
+dies fails the requests it held with a 503 naming that, and its replacement takes new ones once it
+holds the server's models.
 """
 
 import grpc
 
+from inferline import metrics
 from inferline.asgi import Response, allow, json_response, read_body, respond
 from inferline.protocol.errors import InferlineError, grpc_code_name
 from inferline.protocol.proto import inference_pb2 as pb
@@ -40,11 +43,13 @@ class NoWorker(InferlineError):
 
 class FrontApp:
     """The front's ASGI app: reads the body (the size limit is enforced here, before anything
-    crosses to a worker) and passes the request on. `forward(kind, *args)` is the pool's."""
+    crosses to a worker) and passes the request on. `forward(kind, *args)` is the pool's;
+    `metrics_dir` the folder the workers write their metrics to."""
 
-    def __init__(self, forward, max_request_size: int):
+    def __init__(self, forward, max_request_size: int, metrics_dir: str | None = None):
         self._forward = forward
         self.max_request_size = max_request_size
+        self.metrics_dir = metrics_dir
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http":
@@ -54,6 +59,10 @@ class FrontApp:
         if scope["path"].rstrip("/") == "/v2/health/live":
             allow(scope, "GET")
             return json_response(200, {"live": True})
+        if self.metrics_dir is not None and scope["path"] == "/metrics":
+            allow(scope, "GET")
+            body, content_type = metrics.exposition(self.metrics_dir)
+            return 200, [(b"content-type", content_type.encode())], body
         body = await read_body(scope, receive, self.max_request_size, "server")
         return await self._forward(
             "http", scope["method"], scope["path"], scope["query_string"], scope["headers"], body

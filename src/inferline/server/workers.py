@@ -409,7 +409,7 @@ class WorkerPool:
             self.forward, f"{host}:{self.grpc_port}", self.config.max_grpc_message_size
         )
         await self._front_grpc.start()
-        app = FrontApp(self.forward, self.config.max_request_size)
+        app = FrontApp(self.forward, self.config.max_request_size, str(self._metrics_dir))
         # The HTTP port's socket, reserved first.
         self._front_http = await _ParentHttp.launch(app, self._reserved[0])
 
