@@ -34,10 +34,6 @@ _REQUEST_TYPES = {
 }
 
 
-class NoWorker(InferlineError):
-    status = 503
-
-
 # --- the front (the pool's parent) ----------------------------------------------------------
 
 

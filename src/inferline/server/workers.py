@@ -60,7 +60,6 @@ from inferline.protocol.errors import InferlineError, ModelNotFound
 from inferline.protocol.types import RepositoryModel
 from inferline.runtimes.settings import ModelSettings
 from inferline.server.dataplane import DataPlane, ModelState
-from inferline.server.front import NoWorker
 from inferline.server.repository import ModelRepository, load_found_models
 from inferline.server.template import ForkRefused, Template
 
@@ -80,6 +79,12 @@ class WorkerGone(Exception):
 
 class WorkersFailed(Exception):
     """The workers could not be started: a port is taken, or a worker exited at once."""
+
+
+class NoWorker(InferlineError):
+    """With a front: no worker can take the request (none serves yet, or its worker died)."""
+
+    status = 503
 
 
 class ForwardedError(InferlineError):

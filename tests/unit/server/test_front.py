@@ -9,8 +9,9 @@ import pytest
 from inferline.protocol.proto import inference_pb2 as pb
 from inferline.protocol.proto import inference_pb2_grpc as pb_grpc
 from inferline.server.dataplane import DataPlane
-from inferline.server.front import FrontApp, NoWorker, front_grpc_server, worker_calls
+from inferline.server.front import FrontApp, front_grpc_server, worker_calls
 from inferline.server.repository import ModelRepository
+from inferline.server.workers import NoWorker
 
 IRIS = {
     "inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}]
