@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 
+from inferline import metrics
 from inferline.protocol.errors import InferlineError, PayloadTooLarge
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,12 @@ def allow(scope, allowed: str) -> None:
 
 def json_response(status: int, doc: Any) -> Response:
     return status, list(JSON_HEADERS), orjson.dumps(doc)
+
+
+def metrics_response(multiprocess_dir: str | None = None) -> Response:
+    """A `GET /metrics` answer (`inferline.metrics.exposition`)."""
+    body, content_type = metrics.exposition(multiprocess_dir)
+    return 200, [(b"content-type", content_type.encode())], body
 
 
 def error_response(exc: InferlineError) -> Response:

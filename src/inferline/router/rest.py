@@ -12,13 +12,14 @@ import logging
 from collections.abc import Awaitable, Callable
 from urllib.parse import quote
 
-from inferline import metrics, tracing
+from inferline import tracing
 from inferline.asgi import (
     Response,
     allow,
     error_response,
     header,
     json_response,
+    metrics_response,
     read_body,
     respond,
 )
@@ -130,8 +131,7 @@ class RouterRestApp:
         parts = scope["path"].strip("/").split("/")
         if parts == ["metrics"]:
             allow(scope, "GET")
-            body, content_type = metrics.exposition()
-            return 200, [(b"content-type", content_type.encode())], body
+            return metrics_response()
         if parts[0] != "v2":
             raise NoRoute(f"no route for {scope['path']}")
         rest = parts[1:]

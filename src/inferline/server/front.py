@@ -18,8 +18,7 @@ holds the server's models.
 
 import grpc
 
-from inferline import metrics
-from inferline.asgi import Response, allow, json_response, read_body, respond
+from inferline.asgi import Response, allow, json_response, metrics_response, read_body, respond
 from inferline.protocol.errors import InferlineError, grpc_code_name
 from inferline.protocol.proto import inference_pb2 as pb
 from inferline.server.grpc import InferenceServicer
@@ -57,8 +56,7 @@ class FrontApp:
             return json_response(200, {"live": True})
         if self.metrics_dir is not None and scope["path"] == "/metrics":
             allow(scope, "GET")
-            body, content_type = metrics.exposition(self.metrics_dir)
-            return 200, [(b"content-type", content_type.encode())], body
+            return metrics_response(self.metrics_dir)
         body = await read_body(scope, receive, self.max_request_size, "server")
         return await self._forward(
             "http", scope["method"], scope["path"], scope["query_string"], scope["headers"], body

@@ -9,13 +9,14 @@ import logging
 
 import orjson
 
-from inferline import metrics, tracing
+from inferline import tracing
 from inferline.asgi import (
     JSON_HEADERS,
     Response,
     allow,
     header,
     json_response,
+    metrics_response,
     read_body,
     respond,
 )
@@ -48,8 +49,7 @@ class RestApp:
         parts = scope["path"].strip("/").split("/")
         if parts == ["metrics"]:
             allow(scope, "GET")
-            body, content_type = metrics.exposition()
-            return 200, [(b"content-type", content_type.encode())], body
+            return metrics_response()
         if parts[0] != "v2":
             raise NotFound(f"no route for {scope['path']}")
         rest = parts[1:]
