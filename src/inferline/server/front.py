@@ -21,7 +21,7 @@ import grpc
 from inferline.asgi import Response, allow, json_response, metrics_response, read_body, respond
 from inferline.protocol.errors import InferlineError, grpc_code_name
 from inferline.protocol.proto import inference_pb2 as pb
-from inferline.server.grpc import InferenceServicer
+from inferline.server.grpc import InferenceServicer, bind_server
 from inferline.server.rest import RestApp
 
 SERVICE = "inference.GRPCInferenceService"
@@ -99,16 +99,10 @@ class _ForwardingHandler(grpc.GenericRpcHandler):
 
 
 def front_grpc_server(forward, address: str, max_message_size: int) -> tuple[grpc.aio.Server, int]:
-    options = [
-        ("grpc.max_receive_message_length", max_message_size),
-        ("grpc.max_send_message_length", max_message_size),
-    ]
-    server = grpc.aio.server(options=options)
-    server.add_generic_rpc_handlers((_ForwardingHandler(forward),))
-    port = server.add_insecure_port(address)
-    if port == 0:
-        raise OSError(f"cannot listen for gRPC on {address}")
-    return server, port
+    handler = _ForwardingHandler(forward)
+    return bind_server(
+        address, max_message_size, lambda server: server.add_generic_rpc_handlers((handler,))
+    )
 
 
 # --- a worker's end -----------------------------------------------------------------------------

@@ -4,6 +4,7 @@ Errors keep the message of the REST answer and map its status to a gRPC code, as
 """
 
 import logging
+from collections.abc import Callable
 
 import grpc
 
@@ -132,12 +133,25 @@ def bind_grpc_server(
     dataplane: DataPlane, address: str, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
 ) -> tuple[grpc.aio.Server, int]:
     """A gRPC server for `dataplane` bound to `address` (port 0: any free port) and its port."""
+    servicer = InferenceServicer(dataplane)
+    return bind_server(
+        address,
+        max_message_size,
+        lambda server: pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server),
+    )
+
+
+def bind_server(
+    address: str, max_message_size: int, add_handlers: Callable[[grpc.aio.Server], None]
+) -> tuple[grpc.aio.Server, int]:
+    """A grpc.aio server with the message size limits, its handlers added by `add_handlers`,
+    bound to `address` (port 0: any free port), and its port."""
     options = [
         ("grpc.max_receive_message_length", max_message_size),
         ("grpc.max_send_message_length", max_message_size),
     ]
     server = grpc.aio.server(options=options)
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(dataplane), server)
+    add_handlers(server)
     port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot listen for gRPC on {address}")
