@@ -289,6 +289,42 @@ async def test_a_member_reads_each_message_once_without_committing(bus):
     assert await consumer.poll(0) == []
 
 
+async def test_a_member_keeping_up_reads_without_a_query(bus):
+    consumer = await bus.consumer("g", ["t"])
+    await bus.create_topic("t", 1)
+
+    def no_query(*args):
+        raise AssertionError("the database was queried for a message just written")
+
+    bus._log.read = no_query
+    sent = await bus.produce("t", b"v", key=b"k", headers=[("h", b"1")])
+    assert await consumer.poll(0) == [sent]
+
+
+async def test_a_member_far_behind_reads_from_disk_into_the_recent_messages(bus):
+    """Messages older than the few kept in memory come from the database, then the newest from
+    memory: in order, each once, the same as the database holds them."""
+    consumer = await bus.consumer("g", ["t"], from_beginning=True)
+    for i in range(300):
+        await bus.produce("t", b"v%d" % i, key=b"k%d" % i, headers=[("i", b"%d" % i)])
+    read = []
+    while batch := await consumer.poll(0, max_messages=37):
+        read += batch
+    assert [m.offset for m in read] == list(range(300))
+    assert read == await bus.read_last("t", 300)
+    assert [(m.value, m.key, m.headers) for m in read] == [
+        (b"v%d" % i, b"k%d" % i, (("i", b"%d" % i),)) for i in range(300)
+    ]
+
+
+async def test_large_messages_are_read_from_disk(bus):
+    consumer = await bus.consumer("g", ["t"], from_beginning=True)
+    big = [os.urandom(400_000) for _ in range(3)]  # each more than the memory bound
+    for value in big:
+        await bus.produce("t", value)
+    assert [m.value for m in await consumer.poll(0)] == big
+
+
 # --- rebalancing --------------------------------------------------------------------------------
 
 
