@@ -96,12 +96,23 @@ class Bus(ABC):
 
     @abstractmethod
     async def consumer(
-        self, group: str, topics: list[str], from_beginning: bool = False
+        self,
+        group: str,
+        topics: list[str],
+        from_beginning: bool = False,
+        read_unacknowledged: bool = False,
     ) -> Consumer:
         """Join `group` reading `topics`. Partitions with no committed offset start at the end
         as it was when this returned (only newer messages), or at the beginning with
         `from_beginning`; that end is committed for the group, so a member that restarts
-        before reading anything still reads what was written meanwhile."""
+        before reading anything still reads what was written meanwhile.
+
+        A member reads a message once its producer has it acknowledged, or, with
+        `read_unacknowledged` where the back end allows it (the embedded bus), as soon as it
+        is queued for writing. That is for members whose effects are writes to the same bus,
+        which are then written after what they read (pipeline steps, and model gateways,
+        whose model calls repeat harmlessly); not for one that answers a caller outside it
+        (the pipeline gateway answers only with what is on disk)."""
 
     @abstractmethod
     async def read_last(self, topic: str, count: int) -> list[Message]:

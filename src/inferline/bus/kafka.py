@@ -328,7 +328,11 @@ class KafkaBus(Bus):
     # --- consuming -------------------------------------------------------------------------
 
     async def consumer(
-        self, group: str, topics: list[str], from_beginning: bool = False
+        self,
+        group: str,
+        topics: list[str],
+        from_beginning: bool = False,
+        read_unacknowledged: bool = False,  # brokers serve only acknowledged messages
     ) -> Consumer:
         self._check_open()
         if not isinstance(group, str) or not group:

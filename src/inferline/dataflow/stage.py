@@ -128,7 +128,9 @@ class StageRunner:
             delay = min(delay * 2, RETRY_MAX_SECONDS)
 
     async def _read(self) -> None:
-        consumer = await self.bus.consumer(self.group, sorted(self.stage.topics))
+        consumer = await self.bus.consumer(
+            self.group, sorted(self.stage.topics), read_unacknowledged=True
+        )
         next_commit = 0.0
         failed = False
         try:

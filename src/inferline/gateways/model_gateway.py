@@ -175,7 +175,7 @@ class ModelGateway:
         await self.bus.create_topic(inputs)
         await self.bus.create_topic(self.topics.model(self.model, OUTPUTS))
         await self.bus.create_topic(self.topics.errors)
-        consumer = await self.bus.consumer(self.group, [inputs])
+        consumer = await self.bus.consumer(self.group, [inputs], read_unacknowledged=True)
         workers = asyncio.Semaphore(self.config.workers)
         tasks: set[asyncio.Task] = set()
         next_commit = 0.0

@@ -325,6 +325,87 @@ async def test_large_messages_are_read_from_disk(bus):
     assert [m.value for m in await consumer.poll(0)] == big
 
 
+async def test_a_member_reading_unacknowledged_messages_sees_one_before_its_producer_returns(
+    bus,
+):
+    await bus.create_topic("t", 1)
+    early = await bus.consumer("early", ["t"], read_unacknowledged=True)
+    acknowledged = await bus.consumer("acknowledged", ["t"])
+    producing = asyncio.create_task(bus.produce("t", b"x"))
+    await asyncio.sleep(0)  # the produce has queued its message
+    [seen] = await early.poll(0)
+    assert (seen.offset, seen.value) == (0, b"x")
+    assert not producing.done()
+    assert await acknowledged.poll(0) == [], "only what is on disk, by default"
+    assert await producing == seen
+    assert await acknowledged.poll(0) == [seen]
+
+
+async def test_what_a_member_writes_on_reading_an_unacknowledged_message_joins_its_commit(bus):
+    """A pipeline step's input and what the step writes on: one transaction, not two."""
+    await bus.create_topic("in", 1)
+    await bus.create_topic("out", 1)
+    step = await bus.consumer("step", ["in"], read_unacknowledged=True)
+    answers = await bus.consumer("answers", ["out"])
+
+    async def run_step():
+        # As a pipeline step does: its writes are tasks, awaited together after its reads.
+        writes = [
+            asyncio.ensure_future(bus.produce("out", message.value + b"!"))
+            for message in await step.poll(5)
+        ]
+        await asyncio.gather(*writes)
+
+    stepping = asyncio.create_task(run_step())
+    await asyncio.sleep(0)  # the step waits in poll
+    before = transactions(bus)
+    await bus.produce("in", b"x")
+    await stepping
+    assert transactions(bus) - before == 1
+    assert [m.value for m in await answers.poll(0)] == [b"x!"]
+
+
+async def test_a_failed_write_is_tried_again_and_loses_nothing(bus, caplog):
+    await bus.create_topic("t", 1)
+    early = await bus.consumer("early", ["t"], read_unacknowledged=True)
+    acknowledged = await bus.consumer("acknowledged", ["t"])
+    write, failures = bus._log.write, []
+
+    def failing_twice(*args):
+        if len(failures) < 2:
+            failures.append(1)
+            raise sqlite3.OperationalError("database or disk is full")
+        return write(*args)
+
+    bus._log.write = failing_twice
+    producing = asyncio.gather(*(bus.produce("t", b"%d" % i) for i in range(3)))
+    await asyncio.sleep(0.01)
+    read_early = await early.poll(0)
+    assert [m.offset for m in read_early] == [0, 1, 2]
+    assert not producing.done(), "not acknowledged while the disk refuses it"
+    sent = await asyncio.wait_for(producing, 5)
+    assert len(failures) == 2
+    assert sent == read_early
+    assert await acknowledged.poll(0) == sent
+    assert (await bus.produce("t", b"next")).offset == 3, "offsets are never given twice"
+    assert "database or disk is full" in caplog.text
+
+
+async def test_a_write_failing_at_close_fails_its_producers(tmp_path):
+    bus = EmbeddedBus(tmp_path / "bus")
+    await bus.create_topic("t", 1)
+
+    def full(*args):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    bus._log.write = full
+    producing = asyncio.create_task(bus.produce("t", b"x"))
+    await asyncio.sleep(0.01)
+    await bus.close()
+    with pytest.raises(sqlite3.OperationalError, match="disk is full"):
+        await producing
+
+
 # --- rebalancing --------------------------------------------------------------------------------
 
 
