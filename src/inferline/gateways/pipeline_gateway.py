@@ -179,7 +179,9 @@ class PipelineGateway:
                 partition=partition,
             )
             remaining = max(0.0, limit - (time.monotonic() - started))
-            message: Message = await asyncio.wait_for(waiter, remaining)
+            # asyncio.timeout, not wait_for: no second future and no extra loop turn per call.
+            async with asyncio.timeout(remaining):
+                message: Message = await waiter
         except TimeoutError:
             missing = self.describe_missing(pipeline, key) if self.describe_missing else ""
             raise PipelineTimeout(
