@@ -15,20 +15,23 @@ transaction on ordinary disks. One bus at a time owns a folder (an advisory lock
 Group commit. `produce` and `commit` queue their writes and wait; one callback, scheduled
 for the end of the current loop iteration, writes everything queued as one transaction (at
 most `max_batch` messages; the rest go in the next). So 100 concurrent produces cost one
-commit, and a lone produce still returns after a single loop iteration. A write that fails
-(disk full, I/O error) is tried again, first in the queue, from 50 ms doubling to every 2 s,
-until it goes in; its producers wait meanwhile (and on `close`, get the error).
+commit, and a lone produce still returns after a single loop iteration (a few when it wakes a
+member reading unacknowledged messages: see Reading). A write that fails (disk full, I/O
+error) is tried again, first in the queue, from 50 ms doubling to every 2 s, until it goes
+in; its producers wait meanwhile (and on `close`, get the error).
 
 Reading. A message is given its offset when it is queued. Members read it once it is
 acknowledged, or, made with `read_unacknowledged` (pipeline steps and model gateways), as soon
 as it is queued: everything they write in answer is queued after it, so is never on disk
-without it, and when a produce wakes such a member the write waits one more loop iteration for
-it, so that its answer joins the same transaction (a 1-step pipeline call commits twice instead
-of four times). The newest messages of each partition (every queued one, and at most 64 and
+without it. When a produce wakes such a member the write waits three more loop iterations, so
+that its answer joins the same transaction (a 1-step pipeline call commits twice instead of four
+times) and a model call the answer leads to is sent before the commit, which then overlaps the
+model's work. The newest messages of each partition (every queued one, and at most 64 and
 256 KB of written ones) stay in memory, so a member that keeps up reads them without a query
 and without decoding rows; anything older comes from the database. Measured on a 1-step
 pipeline call against the commit before each (`inferline up`, alternating calls): reading from
-memory cut 0.3-0.4 ms of CPU and latency, the shared transactions another 0.15-0.3 ms.
+memory cut 0.3-0.4 ms of CPU and latency, the shared transactions 0.15-0.3 ms more, and the
+commit overlapping the model call 0.2-0.4 ms more (`benchmarks/pipeline_versions.py`).
 
 Threads. Every SQLite call except WAL checkpoints runs on the event loop thread: each is
 short (a batch insert, a bounded read). WAL checkpoints copy the log into the database file
@@ -111,6 +114,10 @@ _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _CHECKPOINT_BYTES = 4 << 20
 # Past this WAL size the background checkpoints are not keeping up (see `_checkpoint_soon`).
 _WAL_LIMIT_BYTES = 128 << 20
+# Loop iterations a write waits after its produce woke a member reading unacknowledged messages:
+# a pipeline step reads in the first, queues its answer from a task in the second; the model
+# gateway reads that in the third and sends the model call from a task in the fourth.
+_READER_TURNS = 3
 # A failed write is tried again after this, doubling up to the maximum.
 _RETRY_FIRST_SECONDS = 0.05
 _RETRY_MAX_SECONDS = 2.0
@@ -212,6 +219,7 @@ class EmbeddedBus(Bus):
         self._pending_commits: dict[tuple[str, TopicPartition], int] = {}
         self._commit_futures: list[asyncio.Future[None]] = []
         self._flush_scheduled = False
+        self._turns_to_wait = 0
 
         self._groups: dict[str, _Group] = {}
         self._subscribers: dict[str, set[EmbeddedConsumer]] = {}
@@ -459,21 +467,22 @@ class EmbeddedBus(Bus):
     # --- internals: writing ---------------------------------------------------------------------
 
     def _schedule_flush(self, after_readers: bool = False) -> None:
-        """Write what is queued at the end of this loop iteration, or `after_readers` at the
-        end of the next one: the members just woken to read queued messages run first, so
-        what they produce in answer joins the same transaction (a pipeline step's input and
-        the step's call to its model: one commit instead of two)."""
+        """Write what is queued at the end of this loop iteration, or, `after_readers`, a few
+        iterations later (`_READER_TURNS`): the members just woken to read queued messages run
+        first, so what they write in answer joins the same transaction, and a model call they
+        lead to is on its way before the commit, which then overlaps the model's work."""
         if self._flush_scheduled:
             return
         self._flush_scheduled = True
-        loop = asyncio.get_running_loop()
-        if after_readers:
-            loop.call_soon(loop.call_soon, self._flush)
-        else:
-            loop.call_soon(self._flush)
+        self._turns_to_wait = _READER_TURNS if after_readers else 0
+        asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         """The scheduled writer: one transaction, then again next iteration if more is queued."""
+        if self._turns_to_wait:
+            self._turns_to_wait -= 1
+            asyncio.get_running_loop().call_soon(self._flush)
+            return
         self._flush_scheduled = False
         if self._closed or self._hold_writes or self._retry_handle is not None:
             return  # the checkpoint that holds writes, or the retry, schedules a flush later

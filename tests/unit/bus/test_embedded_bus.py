@@ -365,6 +365,35 @@ async def test_what_a_member_writes_on_reading_an_unacknowledged_message_joins_i
     assert [m.value for m in await answers.poll(0)] == [b"x!"]
 
 
+async def test_a_model_call_two_steps_on_starts_before_the_commit(bus):
+    """A pipeline step answers from a task; the model gateway reading its answer calls the model
+    from a task too: that call is on its way before the commit, which then overlaps it."""
+    await bus.create_topic("in", 1)
+    await bus.create_topic("mid", 1)
+    step = await bus.consumer("step", ["in"], read_unacknowledged=True)
+    gateway = await bus.consumer("gateway", ["mid"], read_unacknowledged=True)
+    calls = []
+
+    async def run_step():
+        writes = [asyncio.ensure_future(bus.produce("mid", m.value)) for m in await step.poll(5)]
+        await asyncio.gather(*writes)
+
+    async def call_model(message):
+        calls.append((message.value, bus.stats()["messages"]))
+
+    async def run_gateway():
+        for message in await gateway.poll(5):
+            await asyncio.create_task(call_model(message))
+
+    tasks = [asyncio.create_task(run_step()), asyncio.create_task(run_gateway())]
+    await asyncio.sleep(0)
+    before = bus.stats()["messages"]
+    await bus.produce("in", b"x")
+    await asyncio.gather(*tasks)
+    assert calls == [(b"x", before)], "the model was called before anything was written"
+    assert bus.stats()["messages"] - before == 2
+
+
 async def test_a_failed_write_is_tried_again_and_loses_nothing(bus, caplog):
     await bus.create_topic("t", 1)
     early = await bus.consumer("early", ["t"], read_unacknowledged=True)
