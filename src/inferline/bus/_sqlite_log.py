@@ -102,6 +102,8 @@ class SqliteLog:
             self._db.close()
             raise
         self._checkpointer: sqlite3.Connection | None = None
+        # SQLite refuses a row longer than this (1e9 bytes by default), whatever is retried.
+        self.max_row_bytes = self._db.getlimit(sqlite3.SQLITE_LIMIT_LENGTH) - 1024
 
     def close(self) -> None:
         if self._checkpointer is not None:

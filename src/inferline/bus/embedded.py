@@ -303,6 +303,14 @@ class EmbeddedBus(Bus):
         if key is not None:
             key = as_bytes(key, "key")
         headers = as_headers(headers)
+        size = len(value) + len(key or b"") + sum(len(n) + len(v) for n, v in headers)
+        if size > self._log.max_row_bytes:
+            # Refused now: once queued it has an offset, and a write SQLite can never take
+            # would hold every write behind it (failed writes are tried again).
+            raise ValueError(
+                f"a message of {size} bytes is more than the embedded bus stores in one "
+                f"message ({self._log.max_row_bytes} bytes)"
+            )
         count = self._ensure_topic(topic, None)
         if partition is None:
             if key:

@@ -420,6 +420,13 @@ async def test_a_failed_write_is_tried_again_and_loses_nothing(bus, caplog):
     assert "database or disk is full" in caplog.text
 
 
+async def test_a_message_too_long_for_the_database_is_refused_and_the_bus_goes_on(bus):
+    bus._log.max_row_bytes = 1000  # SQLite's limit is 1e9 bytes: the same refusal, smaller
+    with pytest.raises(ValueError, match="a message of 1001 bytes is more than the embedded bus"):
+        await bus.produce("t", b"x" * 990, key=b"k" * 10, headers=[("h", b"")])
+    assert (await bus.produce("t", b"fits")).offset == 0
+
+
 async def test_a_write_failing_at_close_fails_its_producers(tmp_path):
     bus = EmbeddedBus(tmp_path / "bus")
     await bus.create_topic("t", 1)
