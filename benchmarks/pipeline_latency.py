@@ -128,14 +128,17 @@ def measure_latency(router: str, requests: int) -> dict[str, list[float]]:
     return took
 
 
-def run_up(data_dir: Path, uri: str, kafka: str | None, requests: int) -> dict[str, list[float]]:
+def start_up(
+    data_dir: Path, uri: str, kafka: str | None = None, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen, str]:
+    """`inferline up` with the models and pipelines loaded and ready: (process, router URL)."""
     http, grpc, sched = free_port(), free_port(), free_port()
     command = [
         sys.executable, "-m", "inferline", "up", "--data-dir", str(data_dir),
         "--http-port", str(http), "--grpc-port", str(grpc), "--scheduler-port", str(sched),
         *(["--kafka", kafka] if kafka else []),
     ]  # fmt: skip
-    up = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    up = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_http(f"http://127.0.0.1:{sched}/v1/health", up)
         scheduler = f"http://127.0.0.1:{sched}"
@@ -152,7 +155,17 @@ def run_up(data_dir: Path, uri: str, kafka: str | None, requests: int) -> dict[s
                     if time.monotonic() > deadline:
                         raise SystemExit(f"{name} not ready: {status}")
                     time.sleep(0.2)
-        return measure_latency(f"http://127.0.0.1:{http}", requests)
+    except BaseException:
+        up.terminate()
+        up.wait(30)
+        raise
+    return up, f"http://127.0.0.1:{http}"
+
+
+def run_up(data_dir: Path, uri: str, kafka: str | None, requests: int) -> dict[str, list[float]]:
+    up, router = start_up(data_dir, uri, kafka)
+    try:
+        return measure_latency(router, requests)
     finally:
         up.terminate()
         up.wait(30)

@@ -15,16 +15,13 @@ CPU time the `up` process spent per call on each.
 import argparse
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
-from pipeline_latency import PIPELINES, READY_TIMEOUT, REQUEST, RESOURCES
+from pipeline_latency import REQUEST, start_up
 
-from inferline.demo import free_port, wait_for_http
 from inferline.examples import write_runtime_model
 
 DIRECT = "/v2/models/tfsimple1/infer"
@@ -34,29 +31,6 @@ ONE_STEP = "/v2/pipelines/one-step/infer"
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def start_up(src: str, data_dir: Path, uri: str, client: httpx.Client):
-    http, grpc, sched = free_port(), free_port(), free_port()
-    command = [
-        sys.executable, "-m", "inferline", "up", "--data-dir", str(data_dir),
-        "--http-port", str(http), "--grpc-port", str(grpc), "--scheduler-port", str(sched),
-    ]  # fmt: skip
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]))
-    up = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for_http(f"http://127.0.0.1:{sched}/v1/health", up)
-    scheduler = f"http://127.0.0.1:{sched}"
-    client.post(f"{scheduler}/v1/resources", content=RESOURCES.format(uri=uri)).raise_for_status()
-    deadline = time.monotonic() + READY_TIMEOUT
-    for name in PIPELINES:
-        while True:
-            status = client.get(f"{scheduler}/v1/pipelines/{name}").json()
-            if status["state"] == "PipelineReady" and status["modelsReady"]:
-                break
-            if time.monotonic() > deadline:
-                raise SystemExit(f"{src}: {name} not ready: {status}")
-            time.sleep(0.2)
-    return up, f"http://127.0.0.1:{http}"
 
 
 def main() -> None:
@@ -71,7 +45,9 @@ def main() -> None:
         ups = []
         try:
             for index, src in enumerate(args.sources):
-                ups.append(start_up(src, tmp / f"data{index}", uri, client))
+                pythonpath = os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])
+                env = dict(os.environ, PYTHONPATH=pythonpath)
+                ups.append(start_up(tmp / f"data{index}", uri, env=env))
             for _, router in ups:  # warm up
                 for path in (DIRECT, ONE_STEP):
                     for _ in range(100):
