@@ -15,6 +15,11 @@ class BusClosedError(RuntimeError):
     """The bus, or the consumer, has been closed."""
 
 
+class MessageTooLarge(ValueError):
+    """The message is larger than the bus (or its broker) accepts: writing it again will fail
+    again, so whoever holds it must give up on it rather than retry."""
+
+
 @dataclass(slots=True, frozen=True, order=True)
 class TopicPartition:
     topic: str
@@ -92,7 +97,8 @@ class Bus(ABC):
     ) -> Message:
         """Write one message; returns it with its partition and offset once it is durable
         (embedded: on disk; Kafka: acknowledged by the broker). Creates the topic if needed;
-        a partition out of range is a ValueError."""
+        a partition out of range is a ValueError, a message larger than the bus accepts a
+        MessageTooLarge."""
 
     @abstractmethod
     async def consumer(

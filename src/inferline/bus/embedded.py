@@ -94,6 +94,7 @@ from inferline.bus.base import (
     BusClosedError,
     Consumer,
     Message,
+    MessageTooLarge,
     TopicPartition,
     as_bytes,
     as_headers,
@@ -307,7 +308,7 @@ class EmbeddedBus(Bus):
         if size > self._log.max_row_bytes:
             # Refused now: once queued it has an offset, and a write SQLite can never take
             # would hold every write behind it (failed writes are tried again).
-            raise ValueError(
+            raise MessageTooLarge(
                 f"a message of {size} bytes is more than the embedded bus stores in one "
                 f"message ({self._log.max_row_bytes} bytes)"
             )

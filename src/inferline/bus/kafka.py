@@ -49,6 +49,7 @@ from inferline.bus.base import (
     BusClosedError,
     Consumer,
     Message,
+    MessageTooLarge,
     TopicPartition,
     as_bytes,
     as_headers,
@@ -73,6 +74,9 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
     # cluster, raise `max.in.flight.requests.per.connection` (and enable idempotence).
     "linger.ms": 0,
     "max.in.flight.requests.per.connection": 1,
+    # As Seldon Core 2 configures its producers: the broker's (topic's) `max.message.bytes`
+    # decides how large a message may be, not librdkafka's own 1 MB default.
+    "message.max.bytes": 1_000_000_000,
 }
 CONSUMER_DEFAULTS: dict[str, Any] = {
     # Tansu answers a fetch at once when data is there (a backlog reads at 180,000 msg/s), but
@@ -108,6 +112,20 @@ _PROBE_TIMEOUT = 10.0
 
 def _kafka_error(error: ck.KafkaError | Exception) -> ck.KafkaException:
     return error if isinstance(error, ck.KafkaException) else ck.KafkaException(error)
+
+
+# The broker's (or librdkafka's) answer to a message or batch larger than it takes.
+_TOO_LARGE = (ck.KafkaError.MSG_SIZE_TOO_LARGE, ck.KafkaError.RECORD_LIST_TOO_LARGE)
+
+
+def _too_large(message: Message, error: ck.KafkaError) -> MessageTooLarge:
+    size = len(message.value) + len(message.key or b"")
+    size += sum(len(name) + len(value) for name, value in message.headers)
+    return MessageTooLarge(
+        f"a message of {size} bytes is larger than Kafka accepts on topic {message.topic!r} "
+        f"({error.str()}); the limits are the topic's max.message.bytes and the producer's "
+        "message.max.bytes"
+    )
 
 
 def _to_message(raw: ck.Message) -> Message:
@@ -305,6 +323,10 @@ class KafkaBus(Bus):
                 break
             except BufferError:  # librdkafka's queue is full: wait for deliveries to drain it
                 await asyncio.sleep(0.001)
+            except ck.KafkaException as exc:
+                if exc.args[0].code() in _TOO_LARGE:
+                    raise _too_large(message, exc.args[0]) from None
+                raise
         return await future
 
     def _serve_deliveries(self) -> None:
@@ -546,7 +568,8 @@ def _resolve_deliveries(reports: list[list]) -> None:
         if future.done():  # the producing task was cancelled
             continue
         if error is not None:
-            future.set_exception(_kafka_error(error))
+            too_large = error.code() in _TOO_LARGE
+            future.set_exception(_too_large(message, error) if too_large else _kafka_error(error))
         else:
             kind, stamp = raw.timestamp()
             future.set_result(

@@ -19,7 +19,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from inferline import tracing
-from inferline.bus.base import Bus, Message, TopicPartition
+from inferline.bus.base import Bus, Message, MessageTooLarge, TopicPartition
 from inferline.dataflow import messages
 from inferline.dataflow.batching import (
     BATCH_HEADER,
@@ -379,16 +379,35 @@ class StageRunner:
         """Hand a message to the bus; `_acknowledged` waits for it. The tasks start in the order
         they are made and a bus takes a message in the first step of `produce`, so a stage's
         writes keep the order of its reads."""
+        partition = await self._partition(topic, key)
+        self._writes.append(
+            asyncio.ensure_future(self._deliver(topic, key, value, headers, partition))
+        )
+
+    async def _deliver(self, topic: str, key: bytes | None, value: bytes, headers, partition):
+        try:
+            return await self.bus.produce(
+                topic, value, key=key, headers=headers, partition=partition
+            )
+        except MessageTooLarge as exc:
+            if topic == self.topics.errors:
+                raise
+            # Written again it would fail again, and the stage would read the same message
+            # for ever while everything behind it waits: the request ends here instead.
+            text = f"{self.stage.name}: cannot pass the request on: {exc}"
+            log.warning("%s (request %s)", text, key)
+            headers = [*headers, (ERROR_HEADER, self.stage.pipeline.encode())]
+            errors = self.topics.errors
+            return await self.bus.produce(
+                errors, text.encode(), key=key, headers=headers,
+                partition=await self._partition(errors, key),
+            )  # fmt: skip
+
+    async def _partition(self, topic: str, key: bytes | None) -> int | None:
         partitions = self._partitions.get(topic)
         if partitions is None:
             partitions = self._partitions[topic] = (await self.bus.topics()).get(topic, 1)
-        self._writes.append(
-            asyncio.ensure_future(
-                self.bus.produce(
-                    topic, value, key=key, headers=headers, partition=key_partition(key, partitions)
-                )
-            )
-        )
+        return key_partition(key, partitions)
 
     async def _acknowledged(self) -> None:
         """Wait until the bus has acknowledged every write handed to it, then count the messages

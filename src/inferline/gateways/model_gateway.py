@@ -17,7 +17,7 @@ from urllib.parse import quote
 import orjson
 
 from inferline import tracing
-from inferline.bus.base import Bus, Message, TopicPartition
+from inferline.bus.base import Bus, Message, MessageTooLarge, TopicPartition
 from inferline.dataflow.topics import (
     ERROR_HEADER,
     INPUTS,
@@ -287,7 +287,11 @@ class ModelGateway:
         ]
         if tracing.ENABLED:
             headers = tracing.bus_headers(headers)
-        await self._produce(self.topics.model(self.model, OUTPUTS), message, response, headers)
+        try:
+            await self._produce(self.topics.model(self.model, OUTPUTS), message, response, headers)
+        except MessageTooLarge as exc:
+            # Calling the model again would give the same answer: the request ends here.
+            await self._write_error(message, f"the model's answer cannot be passed on: {exc}")
 
     async def _write_error(self, message: Message, text: str) -> None:
         headers = [*message.headers, (ERROR_HEADER, self.model.encode())]

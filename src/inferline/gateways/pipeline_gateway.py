@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from inferline import tracing
-from inferline.bus.base import Bus, Consumer, Message
+from inferline.bus.base import Bus, Consumer, Message, MessageTooLarge
 from inferline.dataflow.topics import (
     ERROR_HEADER,
     INPUTS,
@@ -26,7 +26,7 @@ from inferline.dataflow.topics import (
     message_key,
     propagated_headers,
 )
-from inferline.protocol.errors import InferlineError
+from inferline.protocol.errors import InferlineError, PayloadTooLarge
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +182,10 @@ class PipelineGateway:
             # asyncio.timeout, not wait_for: no second future and no extra loop turn per call.
             async with asyncio.timeout(remaining):
                 message: Message = await waiter
+        except MessageTooLarge as exc:
+            raise PayloadTooLarge(
+                f"pipeline '{pipeline}' cannot take this request: {exc}"
+            ) from None
         except TimeoutError:
             missing = self.describe_missing(pipeline, key) if self.describe_missing else ""
             raise PipelineTimeout(

@@ -15,7 +15,7 @@ ck = pytest.importorskip("confluent_kafka")
 
 from confluent_kafka.admin import AdminClient  # noqa: E402
 
-from inferline.bus.base import TopicPartition  # noqa: E402
+from inferline.bus.base import MessageTooLarge, TopicPartition  # noqa: E402
 from inferline.bus.kafka import KafkaBus  # noqa: E402
 
 WAIT = 20.0  # seconds, for group joins and deliveries
@@ -198,6 +198,33 @@ async def test_ends_are_exact_after_batched_writes(bus, topic):
     received += await consumer.poll(0.5)  # anything old would be here too
     assert [(m.offset, m.value) for m in received] == [(new.offset, b"new")]
     await consumer.close()
+
+
+async def test_a_message_over_the_size_limit_is_message_too_large_and_the_bus_goes_on(
+    tansu_broker, topic
+):
+    """Pipelines give up on such a message (retrying cannot help) instead of rereading it for
+    ever: the bus must tell it apart from a broker that is down."""
+    bus = KafkaBus({"bootstrap.servers": tansu_broker, "message.max.bytes": 10_000})
+    try:
+        await bus.create_topic(topic, 1)
+        with pytest.raises(MessageTooLarge, match="a message of 20002 bytes is larger than Kafka"):
+            await bus.produce(topic, b"x" * 20_000, key=b"k", headers=[("h", b"")])
+        written = await bus.produce(topic, b"small")
+        assert [m.value for m in await bus.read_last(topic, 5)] == [b"small"]
+        assert written.offset == 0
+    finally:
+        await bus.close()
+
+
+async def test_messages_over_librdkafkas_1_mb_default_are_written_and_read(bus, topic):
+    """As in Seldon Core 2, the broker's limit applies, not librdkafka's default of 1 MB
+    (a 3 MB image tensor is an ordinary pipeline message)."""
+    await bus.create_topic(topic, 1)
+    value = bytes(range(256)) * (3 * 4096)
+    await bus.produce(topic, value)
+    (stored,) = await bus.read_last(topic, 1)
+    assert stored.value == value
 
 
 async def test_writes_handed_over_together_land_in_the_order_they_were_made(bus, topic):

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from inferline.bus.base import TopicPartition
+from inferline.bus.base import MessageTooLarge, TopicPartition
 from inferline.bus.embedded import BusClosedError, EmbeddedBus
 
 
@@ -422,7 +422,7 @@ async def test_a_failed_write_is_tried_again_and_loses_nothing(bus, caplog):
 
 async def test_a_message_too_long_for_the_database_is_refused_and_the_bus_goes_on(bus):
     bus._log.max_row_bytes = 1000  # SQLite's limit is 1e9 bytes: the same refusal, smaller
-    with pytest.raises(ValueError, match="a message of 1001 bytes is more than the embedded bus"):
+    with pytest.raises(MessageTooLarge, match="a message of 1001 bytes is more than the embedded"):
         await bus.produce("t", b"x" * 990, key=b"k" * 10, headers=[("h", b"")])
     assert (await bus.produce("t", b"fits")).offset == 0
 

@@ -809,6 +809,37 @@ async def test_a_message_whose_write_fails_is_read_again_and_offsets_wait_for_it
     assert await bus.committed("gw", [source]) == {TopicPartition(source, 0): 3}
 
 
+async def test_a_joined_request_too_large_for_the_bus_ends_in_an_error_and_the_stage_goes_on(
+    bus, runners
+):
+    # Each part fits; joined, they are more than the bus stores in one message (on the embedded
+    # bus 1e9 bytes, lowered here; on Kafka the topic's max.message.bytes).
+    half = [0.5] * 60
+    parts = {T1_OUT: response(OUTPUT0=half), T2_OUT: response(OUTPUT1=half)}
+    bus._log.max_row_bytes = max(len(v) for v in parts.values()) + 200
+    stage = join_stage()
+    await runners.start(stage, group="gj")
+    for topic, value in parts.items():
+        await bus.produce(topic, value, key=b"0.join.big", headers=headers("join", "0.join.big"))
+    for topic, name in ((T1_OUT, "OUTPUT0"), (T2_OUT, "OUTPUT1")):
+        await bus.produce(
+            topic, response(**{name: [1]}), key=b"0.join.ok", headers=headers("join", "ok")
+        )
+    (written,) = await read(bus, T3_IN, 1)
+    assert written.key == b"0.join.ok", "the request behind the large one is not held up"
+    (error,) = await read(bus, ERRORS, 1)
+    assert error.key == b"0.join.big"
+    assert error.header(ERROR_HEADER) == b"join"
+    assert error.header("pipeline") == b"join", "the join's errors stage must pick it up"
+    assert "step tfsimple3: cannot pass the request on" in error.value.decode()
+    assert "is more than the embedded bus stores" in error.value.decode()
+    # Both requests are done with: nothing is read again after a restart.
+    await asyncio.sleep(0.5)
+    committed = await bus.committed("gj", [T1_OUT, T2_OUT])
+    assert committed == {TopicPartition(T1_OUT, 0): 2, TopicPartition(T2_OUT, 0): 2}
+    assert len(await bus.read_last(T3_IN, 10)) == 1, "nothing was read and written again"
+
+
 async def test_a_stage_writes_in_the_order_it_reads(bus, runners):
     stage = stage_of(TFSIMPLES, "step tfsimple1")
     await runners.start(stage, group="go")

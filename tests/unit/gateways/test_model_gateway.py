@@ -291,6 +291,30 @@ async def test_an_unexpected_caller_failure_ends_the_request_with_an_error(bus, 
     assert error.header(ERROR_HEADER) == b"m"
 
 
+async def test_an_answer_too_large_for_the_bus_ends_its_request_and_the_gateway_goes_on(
+    bus, gateways
+):
+    bus._log.max_row_bytes = 1000  # the embedded bus's refusal of a message over 1e9 bytes
+    calls = []
+
+    async def caller(model, request, metadata):
+        calls.append(request)
+        return (b"x" * 2000 if request == b"big" else b"small"), []
+
+    await gateways.start(caller)
+    await bus.produce(INPUTS, b"big", key=b"0.p.big", headers=request_headers("0.p.big"))
+    await bus.produce(INPUTS, b"ok", key=b"0.p.ok", headers=request_headers("0.p.ok"))
+    (error,) = await read(bus, ERRORS, 1)
+    assert error.key == b"0.p.big"
+    assert error.header(ERROR_HEADER) == b"m"
+    assert b"answer cannot be passed on" in error.value
+    assert b"is more than the embedded bus stores" in error.value
+    (answer,) = await read(bus, OUTPUTS, 1)
+    assert (answer.key, answer.value) == (b"0.p.ok", b"small")
+    await asyncio.sleep(0.2)
+    assert calls == [b"big", b"ok"], "the model is not called again for an answer it gave"
+
+
 async def test_a_slow_acknowledgement_does_not_hold_the_models_worker(bus, gateways):
     """On Kafka the answer's write is a broker round trip: the worker goes to the next request
     meanwhile, and the offset waits for the acknowledgement."""

@@ -16,6 +16,7 @@ from inferline.gateways.pipeline_gateway import (
     PipelineStepError,
     PipelineTimeout,
 )
+from inferline.protocol.errors import PayloadTooLarge
 from inferline.protocol.types import Tensor
 
 TOPICS = TopicNames()
@@ -181,6 +182,21 @@ async def test_an_error_on_the_outputs_topic_raises_a_step_error(bus, gateway, e
     headers = dict(error.headers)
     assert headers["x-request-id"] == f"0.{P}.bad"
     assert headers["x-custom"] == "1"
+
+
+async def test_a_request_too_large_for_the_bus_is_refused_with_413_at_once(bus, gateway, engine):
+    await gateway.serve(P, 1)
+    bus._log.max_row_bytes = 2000  # the embedded bus's refusal of a message over 1e9 bytes
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(PayloadTooLarge) as raised:
+        await gateway.infer(P, request(x=[0.5] * 500), "big", [])
+    assert loop.time() - started < 1, "refused, not left to time out"
+    assert raised.value.status == 413
+    assert f"pipeline '{P}' cannot take this request" in str(raised.value)
+    assert "is more than the embedded bus stores" in str(raised.value)
+    answer = await gateway.infer(P, request(x=[1]), "small", [])
+    assert dict(answer.headers)["x-request-id"] == f"0.{P}.small"
 
 
 async def test_a_missing_answer_times_out_naming_the_pipeline_and_what_is_missing(bus, gateway):
