@@ -146,6 +146,15 @@ def test_infer_against_an_unreachable_router_rest_and_grpc():
     assert error_line(result) == f"error: cannot reach the gRPC endpoint at {grpc}"
 
 
+def test_a_sticky_call_before_any_answer_was_saved(tmp_path):
+    config = tmp_path / "config"
+    line = error_line(
+        inferline("model", "infer", "iris", IRIS_REQUEST, "-s", XDG_CONFIG_HOME=str(config))
+    )
+    session = config / "inferline" / "cli" / "session"
+    assert line.startswith(f"error: no sticky session saved at {session}: call once without -s")
+
+
 def test_invalid_inference_request():
     line = error_line(inferline("model", "infer", "iris", '{"inputs": 3}'))
     assert line == "error: invalid inference request: 'inputs' must be a list"

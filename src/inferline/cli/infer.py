@@ -1,8 +1,15 @@
-"""`model infer`: one call, or a loop counting answers by route, over REST or gRPC."""
+"""`model infer`: one call, or a loop counting answers by route, over REST or gRPC.
 
+Sticky sessions work as in Seldon's CLI: the `x-seldon-route` values of every successful answer
+are saved (`$XDG_CONFIG_HOME/inferline/cli/session`, else `~/.config/...`), and `-s` sends the
+saved ones with each call, so an experiment keeps answering from the candidate it chose last.
+"""
+
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import orjson
@@ -19,6 +26,7 @@ class InferResult:
     body: dict | None
     headers: dict[str, str]
     error: str | None = None
+    routes: list[str] = field(default_factory=list)  # every x-seldon-route value answered
 
 
 @dataclass
@@ -29,12 +37,16 @@ class InferOptions:
     mode: str = "rest"
     headers: dict[str, str] = field(default_factory=dict)
     timeout: float = 60.0
+    sticky: bool = False  # send the routes the last answer saved
 
 
 class Inferrer:
     def __init__(self, options: InferOptions, rest_host: str, grpc_host: str):
         self.options = options
         self.rest_host, self.grpc_host = rest_host, grpc_host
+        routes = load_session() if options.sticky else []
+        self._headers = [*options.headers.items(), *((ROUTE_HEADER, r) for r in routes)]
+        self._saved = routes
         try:
             self.request = json_encoding.decode_request(options.payload)
         except InferlineError as exc:
@@ -53,15 +65,19 @@ class Inferrer:
             raise CLIError(f"unknown inference mode '{options.mode}'; use rest or grpc")
 
     def call(self) -> InferResult:
-        return self._rest() if self.options.mode == "rest" else self._grpc()
+        result = self._rest() if self.options.mode == "rest" else self._grpc()
+        if not result.error and result.routes and result.routes != self._saved:
+            save_session(result.routes)
+            self._saved = result.routes
+        return result
 
     def _rest(self) -> InferResult:
         url = f"http://{self.rest_host}/v2/models/{self.options.path_name}/infer"
-        headers = {
-            "content-type": "application/json",
-            "seldon-model": self.options.target,
-            **self.options.headers,
-        }
+        headers = [
+            ("content-type", "application/json"),
+            ("seldon-model", self.options.target),
+            *self._headers,
+        ]
         try:
             response = self._http.post(url, content=self.options.payload, headers=headers)
         except httpx.TransportError as exc:
@@ -73,12 +89,13 @@ class Inferrer:
             return InferResult(
                 None, answer_headers, f"{response.status_code}: {error_message(response)}"
             )
-        return InferResult(orjson.loads(response.content), answer_headers)
+        routes = response.headers.get_list(ROUTE_HEADER)
+        return InferResult(orjson.loads(response.content), answer_headers, routes=routes)
 
     def _grpc(self) -> InferResult:
         import grpc
 
-        metadata = [("seldon-model", self.options.target), *self.options.headers.items()]
+        metadata = [("seldon-model", self.options.target), *self._headers]
         try:
             message, call = self._stub.ModelInfer.with_call(
                 self._message, metadata=metadata, timeout=self.options.timeout
@@ -90,7 +107,37 @@ class Inferrer:
             return InferResult(None, headers, f"{exc.code().name}: {exc.details()}")
         response = protobuf.response_from_proto(message)
         body, _ = json_encoding.encode_response(response)
-        return InferResult(orjson.loads(body), dict(call.initial_metadata() or ()))
+        metadata = call.initial_metadata() or ()
+        routes = [value for key, value in metadata if key == ROUTE_HEADER]
+        return InferResult(orjson.loads(body), dict(metadata), routes=routes)
+
+
+def session_file() -> Path:
+    config = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(config) / "inferline" / "cli" / "session"
+
+
+def save_session(routes: list[str]) -> None:
+    path = session_file()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(",".join(routes))
+    except OSError as exc:
+        raise CLIError(f"cannot save the sticky session to {path}: {exc.strerror}") from None
+
+
+def load_session() -> list[str]:
+    path = session_file()
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise CLIError(
+            f"no sticky session saved at {path}: call once without -s, and the route of "
+            "the answer is saved for -s to send"
+        ) from None
+    except OSError as exc:
+        raise CLIError(f"cannot read the sticky session at {path}: {exc.strerror}") from None
+    return [route for route in text.split(",") if route]
 
 
 def run_loop(inferrer: Inferrer, iterations: int, seconds: float) -> tuple[Counter, Counter]:

@@ -214,6 +214,14 @@ def infer_command(kind: str):
         show_headers: Annotated[bool, typer.Option("--show-headers")] = False,
         show_request: Annotated[bool, typer.Option("-r", "--show-request")] = False,
         header: Annotated[list[str] | None, typer.Option("--header", help="key=value")] = None,
+        sticky_session: Annotated[
+            bool,
+            typer.Option(
+                "-s",
+                "--sticky-session",
+                help="Send the x-seldon-route of the last answer again (experiments).",
+            ),
+        ] = False,
         inference_host: Annotated[
             str | None,
             typer.Option("--inference-host", help="REST host:port [INFERLINE_INFER_HOST]"),
@@ -238,6 +246,7 @@ def infer_command(kind: str):
                 mode=inference_mode,
                 headers=_parse_headers(header or []),
                 timeout=timeout,
+                sticky=sticky_session,
             )
             inferrer = Inferrer(options, infer_host(inference_host), infer_grpc_host(grpc_host))
             if show_request:

@@ -289,6 +289,8 @@ class Platform:
             "INFERLINE_INFER_HOST": f"127.0.0.1:{self.http_port}",
             "INFERLINE_INFER_GRPC_HOST": self.grpc_address,
             "COLUMNS": CLI_COLUMNS,
+            # The CLI's saved sticky session (`infer -s`) stays in the test's folder.
+            "XDG_CONFIG_HOME": str(self.workdir / "config"),
         }
 
     # --- the CLI ------------------------------------------------------------------------------
