@@ -8,7 +8,8 @@ Writes are not awaited one by one: the messages of one poll are all handled, the
 to the bus in order, and then acknowledged together. On Kafka each acknowledgement is a broker
 round trip (0.5-3 ms), so awaiting each write capped a stage at a few hundred messages a second.
 A write that fails makes the stage read again from its last commit (after a pause), so the
-messages whose output was not written are delivered again.
+messages whose output was not written are delivered again; only a message larger than the bus
+takes, which would fail for ever, ends its request with an error instead.
 """
 
 import asyncio
