@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from inferline.agent.serve import physical_memory
@@ -48,6 +48,8 @@ class UpConfig:
     server_name: str = "mlserver"
     # Kafka client properties (bootstrap.servers and any other); None: the embedded bus.
     kafka: dict[str, str] | None = None
+    # Properties of every topic created on Kafka (max.message.bytes, retention.ms, ...).
+    kafka_topics: dict[str, str] = field(default_factory=dict)
     # Model gateway: concurrent calls per model, and seconds one model call may take.
     model_gateway_workers: int = 8
     model_gateway_timeout: float = 120.0
@@ -62,7 +64,7 @@ def open_bus(config: UpConfig):
         return EmbeddedBus(config.data_dir / "bus")
     from inferline.bus.kafka import KafkaBus
 
-    return KafkaBus(config.kafka)
+    return KafkaBus(config.kafka, topic_config=config.kafka_topics)
 
 
 class ServerSupervisor:

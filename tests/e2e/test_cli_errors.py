@@ -155,6 +155,20 @@ def test_a_sticky_call_before_any_answer_was_saved(tmp_path):
     assert line.startswith(f"error: no sticky session saved at {session}: call once without -s")
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--kafka-topic-property", "retention.ms=1"], "--kafka-topic-property need --kafka"),
+        (["--kafka", "127.0.0.1:1", "--kafka-topic-property", "retention.ms"], "needs key=value"),
+    ],
+)
+def test_up_refuses_kafka_topic_properties_it_cannot_use(args, message):
+    result = inferline("up", *args)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_invalid_inference_request():
     line = error_line(inferline("model", "infer", "iris", '{"inputs": 3}'))
     assert line == "error: invalid inference request: 'inputs' must be a list"

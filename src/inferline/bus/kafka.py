@@ -153,13 +153,16 @@ def _drain(client: ck.Consumer, timeout: float) -> list[ck.Message]:
 
 class KafkaBus(Bus):
     """The bus on a Kafka cluster. `config` holds librdkafka client properties (at least
-    `bootstrap.servers`), given to the producer, the admin client and every consumer."""
+    `bootstrap.servers`), given to the producer, the admin client and every consumer;
+    `topic_config` holds topic properties (`max.message.bytes`, `retention.ms`, ...) given to
+    every topic this bus creates."""
 
     def __init__(
         self,
         config: dict[str, Any],
         default_partitions: int = 1,
         *,
+        topic_config: dict[str, str] | None = None,
         join_timeout: float = 30.0,
     ) -> None:
         if not (config.get("bootstrap.servers") or config.get("metadata.broker.list")):
@@ -168,6 +171,7 @@ class KafkaBus(Bus):
             raise ValueError(f"default_partitions must be at least 1, got {default_partitions}")
         self._config = dict(config)
         self._default_partitions = default_partitions
+        self._topic_config = dict(topic_config or {})
         self._join_timeout = join_timeout
         try:
             self._producer = ck.Producer(self._client_config(PRODUCER_DEFAULTS))
@@ -202,7 +206,8 @@ class KafkaBus(Bus):
             )
         count = partitions or self._default_partitions
         futures = self._admin.create_topics(
-            [NewTopic(topic, num_partitions=count)], request_timeout=_ADMIN_TIMEOUT
+            [NewTopic(topic, num_partitions=count, config=self._topic_config)],
+            request_timeout=_ADMIN_TIMEOUT,
         )
         try:
             await asyncio.wrap_future(futures[topic])

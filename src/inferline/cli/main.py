@@ -171,6 +171,13 @@ def up(
         list[str] | None,
         typer.Option(help="A Kafka client property key=value (repeatable): SASL, TLS, ..."),
     ] = None,
+    kafka_topic_property: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A property of every topic created on Kafka, key=value (repeatable): "
+            "max.message.bytes, retention.ms, ..."
+        ),
+    ] = None,
     model_gateway_workers: Annotated[
         int, typer.Option(help="Concurrent calls per model from pipelines.")
     ] = 8,
@@ -195,12 +202,9 @@ def up(
     tracing_config = _tracing("inferline-core", tracing_endpoint, tracing_protocol, tracing_ratio)
     kafka_config = None
     if kafka:
-        kafka_config = {"bootstrap.servers": kafka}
-        for item in kafka_property or []:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise typer.BadParameter(f"--kafka-property needs key=value, got '{item}'")
-            kafka_config[key.strip()] = value.strip()
+        kafka_config = {"bootstrap.servers": kafka, **_pairs(kafka_property, "--kafka-property")}
+    elif kafka_property or kafka_topic_property:
+        raise typer.BadParameter("--kafka-property and --kafka-topic-property need --kafka")
     config = UpConfig(
         data_dir=data_dir,
         servers=servers,
@@ -211,12 +215,23 @@ def up(
         grpc_port=grpc_port,
         scheduler_port=scheduler_port,
         kafka=kafka_config,
+        kafka_topics=_pairs(kafka_topic_property, "--kafka-topic-property"),
         model_gateway_workers=model_gateway_workers,
         model_gateway_timeout=model_gateway_timeout,
         pipeline_timeout=pipeline_timeout,
         tracing=tracing_config,
     )
     _run_traced(run_up(config))
+
+
+def _pairs(items: list[str] | None, option: str) -> dict[str, str]:
+    pairs = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"{option} needs key=value, got '{item}'")
+        pairs[key.strip()] = value.strip()
+    return pairs
 
 
 @app.command()

@@ -13,7 +13,7 @@ import pytest
 
 ck = pytest.importorskip("confluent_kafka")
 
-from confluent_kafka.admin import AdminClient  # noqa: E402
+from confluent_kafka.admin import AdminClient, ConfigResource  # noqa: E402
 
 from inferline.bus.base import MessageTooLarge, TopicPartition  # noqa: E402
 from inferline.bus.kafka import KafkaBus  # noqa: E402
@@ -215,6 +215,23 @@ async def test_a_message_over_the_size_limit_is_message_too_large_and_the_bus_go
         assert written.offset == 0
     finally:
         await bus.close()
+
+
+async def test_topic_properties_reach_every_topic_the_bus_creates(tansu_broker, topic):
+    """`inferline up --kafka-topic-property`: e.g. a max.message.bytes above the broker's 1 MB
+    default on every pipeline and model topic, not only on some (seldon-core#4668)."""
+    properties = {"max.message.bytes": "10485760", "retention.ms": "3600000"}
+    bus = KafkaBus({"bootstrap.servers": tansu_broker}, topic_config=properties)
+    try:
+        await bus.create_topic(topic, 1)
+        await bus.produce(f"{topic}.made-by-produce", b"x")  # created on first write
+    finally:
+        await bus.close()
+    admin = AdminClient({"bootstrap.servers": tansu_broker})
+    for name in (topic, f"{topic}.made-by-produce"):
+        (described,) = admin.describe_configs([ConfigResource("topic", name)]).values()
+        values = {key: entry.value for key, entry in described.result(WAIT).items()}
+        assert {key: values.get(key) for key in properties} == properties, name
 
 
 async def test_messages_over_librdkafkas_1_mb_default_are_written_and_read(bus, topic):
