@@ -118,18 +118,21 @@ def test_ab_default_model_splits_iris_and_sticky_sessions_pin(up):
     assert routes_of(up, "iris", 30) == {":iris_1:": 30}
 
 
-@pytest.mark.parametrize("mode", ["rest", "grpc"])
-def test_the_cli_sticky_session_sends_the_last_answers_route_again(up, mode):
+def test_the_cli_sticky_session_sends_the_last_answers_route_again(up):
     """Seldon's `infer -s`: the route of every answer is saved, and `-s` sends it back, so
-    every call reaches the candidate the last one did."""
+    every call reaches the candidate the last one did (REST and gRPC, one experiment)."""
     name = load_experiment(up, "ab-default-model.yaml")
     try:
-        infer = ("model", "infer", "iris", IRIS_REQUEST_JSON, "--inference-mode", mode)
-        shown = up.cli(*infer, "--show-headers").stdout.splitlines()
-        (route,) = [line.split(": ", 1)[1] for line in shown if line.startswith("x-seldon-route:")]
-        assert route in (":iris_1:", ":iris2_1:")
-        # Without -s, 30 calls reach both candidates (all one: 1 in 500 million).
-        assert up.cli(*infer, "-s", "-i", "30").stdout.strip() == f"Success: {{'{route}': 30}}"
+        for mode in ("rest", "grpc"):
+            infer = ("model", "infer", "iris", IRIS_REQUEST_JSON, "--inference-mode", mode)
+            shown = up.cli(*infer, "--show-headers").stdout.splitlines()
+            (route,) = [
+                line.split(": ", 1)[1] for line in shown if line.startswith("x-seldon-route:")
+            ]
+            assert route in (":iris_1:", ":iris2_1:")
+            # Without -s, 30 calls reach both candidates (all one: 1 in 500 million).
+            sticky = up.cli(*infer, "-s", "-i", "30").stdout.strip()
+            assert sticky == f"Success: {{'{route}': 30}}", mode
     finally:
         unload_experiment(up, name)
 
