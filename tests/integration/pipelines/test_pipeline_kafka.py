@@ -140,6 +140,8 @@ def test_async_use_with_a_plain_kafka_client(up, tansu_broker):
             "group.id": f"reader-{uuid.uuid4().hex[:8]}",
             "auto.offset.reset": "earliest",
             "fetch.wait.max.ms": 10,
+            # A group join on Tansu takes half the session timeout (librdkafka's default: 45 s).
+            "session.timeout.ms": 6000,
         }
     )
     consumer.subscribe([TOPICS.pipeline("tfsimples", "outputs")])
