@@ -159,3 +159,8 @@ def as_headers(headers: Iterable[tuple[str, bytes]]) -> tuple[tuple[str, bytes],
             raise TypeError(f"header name must be str, got {type(name).__name__}")
         result.append((name, as_bytes(value, f"header {name!r} value")))
     return tuple(result)
+
+
+def message_size(key: bytes | None, value: bytes, headers: tuple[tuple[str, bytes], ...]) -> int:
+    """A message's bytes as a size limit counts them: key, value, header names and values."""
+    return len(value) + len(key or b"") + sum(len(name) + len(data) for name, data in headers)

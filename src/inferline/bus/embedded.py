@@ -98,6 +98,7 @@ from inferline.bus.base import (
     TopicPartition,
     as_bytes,
     as_headers,
+    message_size,
 )
 
 try:
@@ -304,7 +305,7 @@ class EmbeddedBus(Bus):
         if key is not None:
             key = as_bytes(key, "key")
         headers = as_headers(headers)
-        size = len(value) + len(key or b"") + sum(len(n) + len(v) for n, v in headers)
+        size = message_size(key, value, headers)
         if size > self._log.max_row_bytes:
             # Refused now: once queued it has an offset, and a write SQLite can never take
             # would hold every write behind it (failed writes are tried again).

@@ -53,6 +53,7 @@ from inferline.bus.base import (
     TopicPartition,
     as_bytes,
     as_headers,
+    message_size,
 )
 
 __all__ = ["COMMON_DEFAULTS", "CONSUMER_DEFAULTS", "PRODUCER_DEFAULTS", "KafkaBus"]
@@ -119,8 +120,7 @@ _TOO_LARGE = (ck.KafkaError.MSG_SIZE_TOO_LARGE, ck.KafkaError.RECORD_LIST_TOO_LA
 
 
 def _too_large(message: Message, error: ck.KafkaError) -> MessageTooLarge:
-    size = len(message.value) + len(message.key or b"")
-    size += sum(len(name) + len(value) for name, value in message.headers)
+    size = message_size(message.key, message.value, message.headers)
     return MessageTooLarge(
         f"a message of {size} bytes is larger than Kafka accepts on topic {message.topic!r} "
         f"({error.str()}); the limits are the topic's max.message.bytes and the producer's "
